@@ -1,0 +1,228 @@
+"""Pydantic v2 models shared by workflows, activities and the API. Money is integer cents + currency."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from domain.policy import Policy
+
+
+class Money(BaseModel):
+    cents: int = Field(ge=0)
+    currency: str = Field("EUR", min_length=3, max_length=3)
+
+
+class OrderStatus(StrEnum):
+    paid = "paid"
+    validated = "validated"
+    shipped = "shipped"
+    delivered = "delivered"
+    cancelled = "cancelled"
+
+
+class OrderLine(BaseModel):
+    sku: str
+    title: str
+    quantity: int = Field(ge=1)
+    unit_price_cents: int = Field(ge=0)
+
+
+class Order(BaseModel):
+    order_id: str
+    customer_id: str
+    seller_id: str
+    status: OrderStatus
+    currency: str = "EUR"
+    lines: list[OrderLine]
+    delivery_fee_cents: int = Field(0, ge=0)
+    payment_intent: str  # the gateway's reference of the card payment
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+    @property
+    def items_cents(self) -> int:
+        return sum(line.quantity * line.unit_price_cents for line in self.lines)
+
+    @property
+    def total_cents(self) -> int:
+        """What the customer paid: items plus delivery fee (a total refund gives all of it back)."""
+        return self.items_cents + self.delivery_fee_cents
+
+
+class CaseKind(StrEnum):
+    cancellation = "cancellation"
+    defect = "defect"
+    withdrawal = "withdrawal"
+    warranty = "warranty"
+
+
+class Stage(StrEnum):
+    opening = "opening"
+    awaiting_seller_decision = "awaiting_seller_decision"
+    awaiting_return_label = "awaiting_return_label"
+    awaiting_shipment = "awaiting_shipment"
+    in_transit = "in_transit"
+    awaiting_refund_activation = "awaiting_refund_activation"
+    refunding = "refunding"
+    awaiting_bank_settlement = "awaiting_bank_settlement"
+    awaiting_outbound_shipment = "awaiting_outbound_shipment"
+    awaiting_care = "awaiting_care"
+    closed = "closed"
+
+
+class Outcome(StrEnum):
+    refunded = "refunded"
+    refused = "refused"
+    refunded_to_wallet = "refunded_to_wallet"
+    partially_refunded = "partially_refunded"
+    exchanged = "exchanged"
+    repaired = "repaired"
+    expired = "expired"
+    withdrawn = "withdrawn"
+    closed_by_care = "closed_by_care"
+
+
+class Role(StrEnum):
+    customer = "customer"
+    seller = "seller"
+    agent = "agent"
+
+
+class Actor(BaseModel):
+    role: Role
+    id: str
+
+
+class DefectCategory(StrEnum):
+    screen = "screen"
+    battery = "battery"
+    does_not_power_on = "does_not_power_on"
+    cosmetic = "cosmetic"
+    missing_accessory = "missing_accessory"
+    wrong_item = "wrong_item"
+    other = "other"
+
+
+class CaseInput(BaseModel):
+    """Everything a case workflow needs, frozen when the case opens."""
+    case_id: str
+    kind: CaseKind
+    order: Order
+    opened_at: datetime
+    opened_by: Actor
+    policy: Policy
+    category: DefectCategory | None = None
+    description: str | None = None
+
+
+class CancellationDecision(StrEnum):
+    accept = "accept"
+    refuse = "refuse"
+
+
+class ClaimDecision(StrEnum):
+    refund = "refund"
+    exchange = "exchange"
+    repair = "repair"
+    partial_refund = "partial_refund"
+
+
+class DecisionRequest(BaseModel):
+    actor: Actor
+    decision: str  # a CancellationDecision or ClaimDecision, checked against the case kind
+    reason: str | None = Field(None, max_length=2000)
+    partial_amount_cents: int | None = Field(None, gt=0)
+
+
+class CareResolution(StrEnum):
+    force_refund = "force_refund"
+    extend_deadline = "extend_deadline"
+    close = "close"
+
+
+class CareRequest(BaseModel):
+    actor: Actor
+    resolution: CareResolution
+    reason: str = Field(min_length=3, max_length=2000)
+    extend_hours: int | None = Field(None, gt=0, le=24 * 60)
+
+
+class ActionAnswer(BaseModel):
+    """What an update returns: the case's stage after the action."""
+    case_id: str
+    stage: Stage
+    outcome: Outcome | None = None
+
+
+class CaseState(BaseModel):
+    """The case as operators, the API and the read model see it (the workflow's query)."""
+    case_id: str
+    kind: CaseKind
+    order_id: str
+    customer_id: str
+    seller_id: str
+    stage: Stage = Stage.opening
+    outcome: Outcome | None = None
+    waiting_for: Literal["seller", "customer", "carrier", "gateway", "care", "nobody"] = "nobody"
+    deadline: datetime | None = None
+    deadlines: dict[str, datetime] = Field(default_factory=dict)
+    escalated: bool = False
+    escalation_reason: str | None = None
+    refund_cents: int = 0
+    refunded_cents: int = 0
+    currency: str = "EUR"
+    closed_reason: str | None = None
+
+
+class TimelineEvent(BaseModel):
+    """One append-only line of a case's timeline, written by the workflow through an activity."""
+    case_id: str
+    seq: int  # per-case sequence from the workflow: the idempotency key of the write
+    at: datetime
+    event: str
+    detail: dict = Field(default_factory=dict)
+    state: CaseState  # the read model after this event
+
+
+class Notification(BaseModel):
+    """A message to a customer or seller. message_key makes sending it idempotent."""
+    message_key: str
+    recipient_role: Role
+    recipient_id: str
+    subject: str
+    body: str
+    case_id: str | None = None
+    event: str | None = None  # for sellers' webhooks: machine-readable event type
+
+
+class RefundRequest(BaseModel):
+    idempotency_key: str
+    case_id: str
+    workflow_id: str  # where the gateway's settlement event is routed
+    order_id: str
+    payment_intent: str
+    amount: Money
+    reason: str
+
+
+class RefundResult(BaseModel):
+    refund_id: str  # the gateway's id
+    status: str
+
+
+class RefundOutcome(BaseModel):
+    """What a refund child workflow ends with."""
+    refund_id: str | None
+    settled: bool
+    failed_reason: str | None = None
+    amount: Money
+
+
+class GatewayEvent(BaseModel):
+    """A settlement or failure reported by the gateway's webhook (signal to the refund workflow)."""
+    object_id: str
+    status: Literal["succeeded", "failed", "canceled"]
+    failure_reason: str | None = None

@@ -1,0 +1,94 @@
+"""THE policy module: every deadline and switch of the after-sales rules, with its default.
+
+Each field can be overridden by an environment variable `POLICY_<FIELD NAME IN CAPITALS>`
+(e.g. POLICY_WITHDRAWAL_WINDOW_DAYS=45). A case copies the policy into its workflow input when it
+opens, so a change of settings never alters the deadlines of a case already running (and replays
+stay deterministic).
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from domain import calendar
+
+
+class Policy(BaseModel):
+    # Cancellation of a validated order: the seller answers within N business days.
+    cancellation_seller_answer_business_days: int = Field(1, ge=1)
+    # Defect claim: opened within N business days after delivery; seller answers within N business days.
+    defect_claim_window_business_days: int = Field(3, ge=1)
+    claim_seller_answer_business_days: int = Field(1, ge=1)
+    # Withdrawal (return for any reason): N calendar days after delivery, last day rolled to a business day.
+    withdrawal_window_days: int = Field(30, ge=14)
+    # Commercial warranty after the withdrawal window (the legal conformity guarantee is 24 months).
+    warranty_months: int = Field(12, ge=1)
+    legal_guarantee_months: int = Field(24, ge=24)
+    # Return stages.
+    return_label_business_days: int = Field(1, ge=1)
+    label_missing_reports_before_escalation: int = Field(2, ge=1)
+    customer_ships_within_days: int = Field(14, ge=1)
+    refund_activation_days: int = Field(3, ge=1)
+    marketplace_refunds_on_seller_behalf: bool = True
+    # Replacement / repaired item back to the customer.
+    outbound_shipment_business_days: int = Field(5, ge=1)
+    # Money.
+    bank_settlement_business_days: int = Field(5, ge=1)
+    payout_settlement_business_days: int = Field(5, ge=1)
+    # Legal: refund within 14 days of the withdrawal request (Code de la consommation L221-24).
+    legal_refund_days: int = Field(14, ge=1)
+    # A reminder goes to whoever must act this long before their deadline.
+    reminder_before_hours: int = Field(12, ge=1)
+
+    @property
+    def reminder_before(self) -> timedelta:
+        return timedelta(hours=self.reminder_before_hours)
+
+    # --- deadlines, computed once from the event that starts the wait -----------------------
+    def cancellation_answer_deadline(self, asked_at: datetime) -> datetime:
+        return calendar.business_days_deadline(asked_at, self.cancellation_seller_answer_business_days)
+
+    def claim_answer_deadline(self, asked_at: datetime) -> datetime:
+        return calendar.business_days_deadline(asked_at, self.claim_seller_answer_business_days)
+
+    def defect_window_end(self, delivered_at: datetime) -> datetime:
+        return calendar.business_days_deadline(delivered_at, self.defect_claim_window_business_days)
+
+    def withdrawal_window_end(self, delivered_at: datetime) -> datetime:
+        return calendar.calendar_days_deadline(
+            delivered_at, self.withdrawal_window_days, roll_to_business_day=True
+        )
+
+    def warranty_end(self, delivered_at: datetime) -> datetime:
+        return calendar.months_deadline(delivered_at, self.warranty_months)
+
+    def return_label_deadline(self, since: datetime) -> datetime:
+        return calendar.business_days_deadline(since, self.return_label_business_days)
+
+    def shipment_deadline(self, label_issued_at: datetime) -> datetime:
+        return calendar.calendar_days_deadline(label_issued_at, self.customer_ships_within_days)
+
+    def refund_activation_deadline(self, received_at: datetime) -> datetime:
+        return calendar.calendar_days_deadline(received_at, self.refund_activation_days)
+
+    def outbound_shipment_deadline(self, since: datetime) -> datetime:
+        return calendar.business_days_deadline(since, self.outbound_shipment_business_days)
+
+    def bank_settlement_deadline(self, refunded_at: datetime) -> datetime:
+        return calendar.business_days_deadline(refunded_at, self.bank_settlement_business_days)
+
+    def payout_settlement_deadline(self, sent_at: datetime) -> datetime:
+        return calendar.business_days_deadline(sent_at, self.payout_settlement_business_days)
+
+
+def load_policy(environ: dict[str, str] | None = None) -> Policy:
+    """Defaults, overridden by POLICY_* environment variables (validated: a bad value fails loudly)."""
+    env = os.environ if environ is None else environ
+    overrides = {
+        name: env[f"POLICY_{name.upper()}"]
+        for name in Policy.model_fields
+        if f"POLICY_{name.upper()}" in env
+    }
+    return Policy.model_validate(overrides)
