@@ -24,6 +24,7 @@ class Settings:
     gateway_api_key: str = field(default_factory=lambda: _env("GATEWAY_API_KEY", "sk_test_sandbox"))
     gateway_webhook_secret: str = field(default_factory=lambda: _env("GATEWAY_WEBHOOK_SECRET", "whsec_sandbox"))
     carrier_webhook_secret: str = field(default_factory=lambda: _env("CARRIER_WEBHOOK_SECRET", "carrier_sandbox_secret"))
+    attachments_dir: str = field(default_factory=lambda: _env("ATTACHMENTS_DIR", ".data/attachments"))
     # Worker metrics (Prometheus text format), empty to disable.
     metrics_bind: str = field(default_factory=lambda: _env("METRICS_BIND", ""))
 

@@ -61,6 +61,7 @@ class CaseKind(StrEnum):
 
 class Stage(StrEnum):
     opening = "opening"
+    awaiting_photos = "awaiting_photos"
     awaiting_seller_decision = "awaiting_seller_decision"
     awaiting_return_label = "awaiting_return_label"
     awaiting_shipment = "awaiting_shipment"
@@ -69,6 +70,7 @@ class Stage(StrEnum):
     refunding = "refunding"
     awaiting_bank_settlement = "awaiting_bank_settlement"
     awaiting_outbound_shipment = "awaiting_outbound_shipment"
+    outbound_in_transit = "outbound_in_transit"
     awaiting_care = "awaiting_care"
     closed = "closed"
 
@@ -143,6 +145,16 @@ class CareResolution(StrEnum):
     close = "close"
 
 
+class WalletCredit(BaseModel):
+    """Money credited to a customer's wallet (partial refund, card-refund fallback, care gesture)."""
+    idempotency_key: str
+    customer_id: str
+    case_id: str | None = None
+    order_id: str | None = None
+    amount: Money
+    reason: str
+
+
 class CareRequest(BaseModel):
     actor: Actor
     resolution: CareResolution
@@ -173,8 +185,13 @@ class CaseState(BaseModel):
     escalation_reason: str | None = None
     refund_cents: int = 0
     refunded_cents: int = 0
+    wallet_credited_cents: int = 0
     currency: str = "EUR"
     closed_reason: str | None = None
+    decision: str | None = None
+    return_label_url: str | None = None
+    tracking_numbers: list[str] = Field(default_factory=list)  # return and outbound parcels (carrier webhook)
+    attachments: int = 0
 
 
 class TimelineEvent(BaseModel):
@@ -203,6 +220,7 @@ class RefundRequest(BaseModel):
     case_id: str
     workflow_id: str  # where the gateway's settlement event is routed
     order_id: str
+    customer_id: str
     payment_intent: str
     amount: Money
     reason: str
@@ -226,3 +244,135 @@ class GatewayEvent(BaseModel):
     object_id: str
     status: Literal["succeeded", "failed", "canceled"]
     failure_reason: str | None = None
+
+
+class OrderStatusChange(BaseModel):
+    order_id: str
+    expected: list[OrderStatus]
+    new: OrderStatus
+
+
+class OrderStatusResult(BaseModel):
+    applied: bool
+    status: OrderStatus
+
+
+class StageReport(BaseModel):
+    """A child workflow (return shipment, refund) tells its case what happened: the case moves its own
+    stage, search attributes, read model and timeline accordingly."""
+    event: str  # timeline event
+    stage: Stage | None = None  # the case's new stage; None keeps the current one
+    waiting_for: str = "nobody"
+    deadline: datetime | None = None
+    deadline_name: str | None = None
+    detail: dict = Field(default_factory=dict)
+    escalate: str | None = None  # reason, when customer care must look at the case
+
+
+class RefundChildInput(BaseModel):
+    refund: RefundRequest
+    policy: Policy
+    parent_workflow_id: str
+    seller_id: str
+    # Returns: the seller must activate the refund after receiving the item (3 days).
+    require_activation: bool = False
+    received_at: datetime | None = None
+
+
+class ReturnInput(BaseModel):
+    case_id: str
+    parent_workflow_id: str
+    policy: Policy
+    customer_id: str
+    seller_id: str
+    order_id: str
+    seller_pays_label: bool  # the reason is a defect: the label is at the seller's cost
+
+
+class ReturnOutcome(BaseModel):
+    received: bool
+    expired: bool = False
+    received_at: datetime | None = None
+    tracking_number: str | None = None
+
+
+class LabelRequest(BaseModel):
+    actor: Actor
+    carrier: str = Field(min_length=2, max_length=40)
+    tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    label_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://")
+
+
+class ShipmentRequest(BaseModel):
+    actor: Actor
+    carrier: str = Field(min_length=2, max_length=40)
+    tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+
+
+class SimpleAction(BaseModel):
+    actor: Actor
+    note: str | None = Field(None, max_length=2000)
+
+
+class CarrierEvent(BaseModel):
+    event_id: str
+    tracking_number: str
+    status: Literal["in_transit", "delivered", "exception"]
+    at: datetime
+
+
+class PayoutStage(StrEnum):
+    requested = "requested"
+    sending = "sending"
+    awaiting_bank_settlement = "awaiting_bank_settlement"
+    settled = "settled"
+    rejected = "rejected"
+
+
+class PayoutInput(BaseModel):
+    payout_id: str
+    customer_id: str
+    amount: Money
+    account_holder: str
+    iban: str
+    bic: str | None = None
+    policy: Policy
+
+
+class PayoutState(BaseModel):
+    payout_id: str
+    customer_id: str
+    amount: Money
+    iban_masked: str
+    stage: PayoutStage = PayoutStage.requested
+    expected_by: datetime | None = None
+    transfer_id: str | None = None
+    escalated: bool = False
+    failure_reason: str | None = None
+
+
+class PayoutStep(BaseModel):
+    """A payout's stage change written to PostgreSQL (and the ledger entry it implies)."""
+    payout_id: str
+    customer_id: str
+    stage: PayoutStage
+    amount: Money
+    transfer_id: str | None = None
+    expected_by: datetime | None = None
+    failure_reason: str | None = None
+
+
+class TransferRequest(BaseModel):
+    idempotency_key: str
+    payout_id: str
+    workflow_id: str
+    amount: Money
+    account_holder: str
+    iban: str
+    bic: str | None = None
+
+
+def mask_iban(iban: str) -> str:
+    """Only the last 4 characters are ever shown (logs, emails, API)."""
+    compact = iban.replace(" ", "")
+    return "•" * max(len(compact) - 4, 0) + compact[-4:]

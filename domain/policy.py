@@ -21,6 +21,10 @@ class Policy(BaseModel):
     # Defect claim: opened within N business days after delivery; seller answers within N business days.
     defect_claim_window_business_days: int = Field(3, ge=1)
     claim_seller_answer_business_days: int = Field(1, ge=1)
+    # A defect claim needs photos: the customer adds them within N hours of opening it.
+    claim_photos_within_hours: int = Field(48, ge=1)
+    attachments_max_count: int = Field(10, ge=1)
+    attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # Withdrawal (return for any reason): N calendar days after delivery, last day rolled to a business day.
     withdrawal_window_days: int = Field(30, ge=14)
     # Commercial warranty after the withdrawal window (the legal conformity guarantee is 24 months).
@@ -39,12 +43,18 @@ class Policy(BaseModel):
     payout_settlement_business_days: int = Field(5, ge=1)
     # Legal: refund within 14 days of the withdrawal request (Code de la consommation L221-24).
     legal_refund_days: int = Field(14, ge=1)
-    # A reminder goes to whoever must act this long before their deadline.
+    # A reminder goes to whoever must act this long before their deadline (sellers: hours matter;
+    # customers shipping a parcel: days).
     reminder_before_hours: int = Field(12, ge=1)
+    customer_reminder_before_hours: int = Field(48, ge=1)
 
     @property
     def reminder_before(self) -> timedelta:
         return timedelta(hours=self.reminder_before_hours)
+
+    @property
+    def customer_reminder_before(self) -> timedelta:
+        return timedelta(hours=self.customer_reminder_before_hours)
 
     # --- deadlines, computed once from the event that starts the wait -----------------------
     def cancellation_answer_deadline(self, asked_at: datetime) -> datetime:
@@ -52,6 +62,9 @@ class Policy(BaseModel):
 
     def claim_answer_deadline(self, asked_at: datetime) -> datetime:
         return calendar.business_days_deadline(asked_at, self.claim_seller_answer_business_days)
+
+    def photos_deadline(self, opened_at: datetime) -> datetime:
+        return opened_at + timedelta(hours=self.claim_photos_within_hours)
 
     def defect_window_end(self, delivered_at: datetime) -> datetime:
         return calendar.business_days_deadline(delivered_at, self.defect_claim_window_business_days)

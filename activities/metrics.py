@@ -1,0 +1,52 @@
+"""Business counters, exported with the SDK's own metrics (one Prometheus endpoint on the worker).
+
+Counted from activities that have just written something new (a retried write counts nothing), so
+replays and retries never inflate them.
+"""
+from __future__ import annotations
+
+from temporalio import activity
+
+from domain.models import TimelineEvent
+
+MISSED_DEADLINE_EVENTS = {
+    "escalated": None,  # counted separately
+    "return_label_overdue": "awaiting_return_label",
+    "return_expired": "awaiting_shipment",
+    "refund_activation_missed": "awaiting_refund_activation",
+    "settlement_overdue": "awaiting_bank_settlement",
+}
+
+
+def _counter(name: str, description: str):
+    return activity.metric_meter().create_counter(name, description)
+
+
+def count_case_event(ev: TimelineEvent) -> None:
+    kind = ev.state.kind.value
+    if ev.event == "case_opened":
+        _counter("aftersales_cases_opened", "cases opened").add(1, {"kind": kind})
+    elif ev.event == "case_closed":
+        _counter("aftersales_cases_closed", "cases closed").add(
+            1, {"kind": kind, "outcome": ev.state.outcome.value if ev.state.outcome else "none"})
+    elif ev.event == "escalated":
+        _counter("aftersales_escalations", "cases escalated to customer care").add(
+            1, {"kind": kind, "stage": ev.state.stage.value})
+    elif ev.event == "refund_settled":
+        _counter("aftersales_refunded_cents", "card refunds settled, in cents").add(
+            int(ev.detail.get("amount_cents", 0)), {"kind": kind})
+    elif ev.event == "wallet_credited":
+        _counter("aftersales_wallet_credited_cents", "wallet credits, in cents").add(
+            int(ev.detail.get("amount_cents", 0)), {"kind": kind})
+    if ev.event in MISSED_DEADLINE_EVENTS and MISSED_DEADLINE_EVENTS[ev.event]:
+        _counter("aftersales_deadlines_missed", "deadlines that passed without the action").add(
+            1, {"kind": kind, "stage": MISSED_DEADLINE_EVENTS[ev.event]})
+    elif ev.event == "escalated" and "did not" in str(ev.detail.get("reason", "")):
+        _counter("aftersales_deadlines_missed", "deadlines that passed without the action").add(
+            1, {"kind": kind, "stage": ev.state.stage.value})
+
+
+def count_payout(stage: str, cents: int) -> None:
+    _counter("aftersales_payouts", "wallet payouts by final stage").add(1, {"stage": stage})
+    if stage == "settled":
+        _counter("aftersales_payouts_settled_cents", "wallet payouts settled, in cents").add(cents)

@@ -1,0 +1,98 @@
+"""Wallet ledger activities. Every entry has a unique idempotency key, so a retried activity writes once;
+holds are taken under a row lock on the wallet, so concurrent payouts never overdraw it."""
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import db
+from activities.metrics import count_payout
+from domain.models import PayoutStage, PayoutStep, TransferRequest, WalletCredit
+
+INSUFFICIENT_FUNDS = "InsufficientFunds"
+
+
+async def ensure_wallet(conn, customer_id: str, currency: str = "EUR") -> None:
+    await conn.execute("INSERT INTO wallets (customer_id, currency) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                       customer_id, currency)
+
+
+async def balances(conn, customer_id: str) -> dict:
+    row = await conn.fetchrow(
+        """SELECT coalesce(sum(amount_cents) FILTER (WHERE kind = 'credit'), 0)  AS credits,
+                  coalesce(sum(amount_cents) FILTER (WHERE kind = 'hold'), 0)    AS holds,
+                  coalesce(sum(amount_cents) FILTER (WHERE kind = 'release'), 0) AS releases,
+                  coalesce(sum(amount_cents) FILTER (WHERE kind = 'debit'), 0)   AS debits
+           FROM wallet_entries WHERE customer_id = $1""", customer_id)
+    return {
+        "available_cents": row["credits"] - row["holds"] + row["releases"],
+        "held_cents": row["holds"] - row["releases"] - row["debits"],
+        "balance_cents": row["credits"] - row["debits"],
+    }
+
+
+async def add_entry(conn, *, customer_id: str, kind: str, cents: int, currency: str, key: str, reason: str,
+                    payout_id: str | None = None, case_id: str | None = None) -> bool:
+    """Appends one ledger entry; False when the key was already written (a retry)."""
+    status = await conn.execute(
+        """INSERT INTO wallet_entries (customer_id, kind, amount_cents, currency, idempotency_key, payout_id,
+                                       case_id, reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING""",
+        customer_id, kind, cents, currency, key, payout_id, case_id, reason)
+    return status.endswith(" 1")
+
+
+class WalletActivities:
+    def all(self) -> list:
+        return [self.credit_wallet]
+
+    @activity.defn
+    async def credit_wallet(self, credit: WalletCredit) -> None:
+        pool = await db.get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await ensure_wallet(conn, credit.customer_id, credit.amount.currency)
+            await add_entry(conn, customer_id=credit.customer_id, kind="credit", cents=credit.amount.cents,
+                            currency=credit.amount.currency, key=credit.idempotency_key, reason=credit.reason,
+                            case_id=credit.case_id)
+
+
+TRANSFER_REJECTED = "TransferRejected"
+
+
+class PayoutActivities:
+    """Payout side effects: the bank transfer (exactly once) and the ledger/stage writes."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def all(self) -> list:
+        return [self.send_transfer, self.record_payout_step]
+
+    @activity.defn
+    async def send_transfer(self, req: TransferRequest) -> str:
+        from activities.gateway_client import GatewayPermanentError
+
+        try:
+            transfer = await self.gateway.transfer_once(
+                amount_cents=req.amount.cents, currency=req.amount.currency, iban=req.iban, bic=req.bic,
+                account_holder=req.account_holder, idempotency_key=req.idempotency_key,
+                metadata={"payout_id": req.payout_id, "workflow_id": req.workflow_id})
+        except GatewayPermanentError as e:
+            raise ApplicationError(f"bank transfer refused: {e}", type=TRANSFER_REJECTED, non_retryable=True)
+        return transfer["id"]
+
+    @activity.defn
+    async def record_payout_step(self, step: PayoutStep) -> None:
+        """Stage + ledger in one transaction; the ledger's unique keys make a retry write nothing twice."""
+        pool = await db.get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE payouts SET stage = $2, gateway_transfer_id = coalesce($3, gateway_transfer_id),
+                          expected_by = coalesce($4, expected_by), failure_reason = $5, updated_at = now()
+                   WHERE payout_id = $1""",
+                step.payout_id, step.stage.value, step.transfer_id, step.expected_by, step.failure_reason)
+            kind = {PayoutStage.settled: "debit", PayoutStage.rejected: "release"}.get(step.stage)
+            if kind and await add_entry(conn, customer_id=step.customer_id, kind=kind, cents=step.amount.cents,
+                                        currency=step.amount.currency, key=f"{step.payout_id}:{kind}",
+                                        reason=f"payout {step.stage.value}", payout_id=step.payout_id):
+                count_payout(step.stage.value, step.amount.cents)

@@ -1,0 +1,307 @@
+"""HTTP API of the after-sales cases: customers, sellers and care agents with bearer tokens;
+the payment gateway with signed webhooks. Errors: 401 no/bad token, 403 not yours, 404 unknown,
+409 wrong stage (with the stage), 422 invalid input (naming the field)."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import db
+from activities.gateway_client import verify_event
+from config import Settings, settings
+from domain.models import (
+    Actor,
+    CancellationDecision,
+    CareRequest,
+    CareResolution,
+    CarrierEvent,
+    CaseKind,
+    ClaimDecision,
+    DecisionRequest,
+    DefectCategory,
+    GatewayEvent,
+    LabelRequest,
+    Role,
+    ShipmentRequest,
+    SimpleAction,
+)
+from domain.policy import load_policy
+from starter.auth import actor_for_token
+from activities.cases import verify_signature
+from starter.service import CaseService, ServiceError, add_attachment
+from starter.wallet import get_payout, request_payout, wallet_view
+
+log = logging.getLogger("api")
+
+
+class HelpRequest(BaseModel):
+    kind: CaseKind
+    category: DefectCategory | None = None
+    description: str | None = Field(None, max_length=5000)
+
+
+class DecisionBody(BaseModel):
+    decision: CancellationDecision | ClaimDecision
+    reason: str | None = Field(None, max_length=2000)
+    partial_amount_cents: int | None = Field(None, gt=0)
+
+
+class LabelBody(BaseModel):
+    carrier: str = Field(min_length=2, max_length=40)
+    tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    label_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://")
+
+
+class ShipmentBody(BaseModel):
+    carrier: str = Field(min_length=2, max_length=40)
+    tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+
+
+class NoteBody(BaseModel):
+    note: str | None = Field(None, max_length=2000)
+
+
+class CarrierEventBody(BaseModel):
+    event_id: str = Field(min_length=1, max_length=100)
+    tracking_number: str = Field(min_length=4, max_length=64)
+    status: Literal["in_transit", "delivered", "exception"]
+    at: datetime
+
+
+class PayoutBody(BaseModel):
+    amount_cents: int = Field(gt=0, le=10_000_000)
+    account_holder: str = Field(min_length=2, max_length=140)
+    iban: str = Field(min_length=15, max_length=42)
+    bic: str | None = Field(None, min_length=8, max_length=11)
+
+
+class CareBody(BaseModel):
+    resolution: CareResolution
+    reason: str = Field(min_length=3, max_length=2000)
+    extend_hours: int | None = Field(None, gt=0, le=24 * 60)
+
+
+def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
+    s = s or settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from worker import connect
+
+        app.state.pool = await db.get_pool()
+        app.state.temporal = temporal_client or await connect(s)
+        app.state.service = CaseService(app.state.pool, app.state.temporal, s.task_queue, load_policy())
+        yield
+
+    app = FastAPI(title="After-sales cases", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, e: ServiceError):
+        return JSONResponse({"error": e.message, **e.extra}, status_code=e.status)
+
+    @app.exception_handler(RPCError)
+    async def temporal_error(_: Request, e: RPCError):
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return JSONResponse({"error": "case workflow not found"}, status_code=404)
+        log.exception("Temporal unavailable")
+        return JSONResponse({"error": "case engine unavailable, try again"}, status_code=503)
+
+    def service(request: Request) -> CaseService:
+        return request.app.state.service
+
+    async def actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        found = await actor_for_token(request.app.state.pool, authorization[7:].strip())
+        if found is None:
+            raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    Who = Annotated[Actor, Depends(actor)]
+    Svc = Annotated[CaseService, Depends(service)]
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request):
+        try:
+            await request.app.state.pool.fetchval("SELECT 1")
+            await request.app.state.temporal.service_client.check_health()
+        except Exception as e:  # readiness reports, never raises
+            return JSONResponse({"status": "not ready", "error": str(e)}, status_code=503)
+        return {"status": "ready"}
+
+    @app.post("/v1/orders/{order_id}/help-requests", status_code=201)
+    async def open_help_request(order_id: str, body: HelpRequest, who: Who, svc: Svc):
+        case, created = await svc.open_case(who, order_id, body.kind, category=body.category,
+                                            description=body.description)
+        return JSONResponse(case, status_code=201 if created else 200)
+
+    @app.get("/v1/cases")
+    async def list_cases(who: Who, svc: Svc):
+        return {"cases": await svc.list_cases(who)}
+
+    @app.get("/v1/cases/{case_id}")
+    async def get_case(case_id: str, who: Who, svc: Svc):
+        return await svc.get_case(who, case_id)
+
+    @app.post("/v1/cases/{case_id}/decision")
+    async def decide(case_id: str, body: DecisionBody, who: Who, svc: Svc):
+        require(who, Role.seller, "decides")
+        req = DecisionRequest(actor=who, decision=body.decision.value, reason=body.reason,
+                              partial_amount_cents=body.partial_amount_cents)
+        return await svc.act(who, case_id, "decide", req)
+
+    @app.post("/v1/cases/{case_id}/care")
+    async def care(case_id: str, body: CareBody, who: Who, svc: Svc):
+        require(who, Role.agent, "resolves escalations")
+        req = CareRequest(actor=who, **body.model_dump())
+        return await svc.act(who, case_id, "care_resolve", req)
+
+    def require(who: Actor, role: Role, what: str) -> None:
+        if who.role != role:
+            raise HTTPException(403, f"only the {role.value} {what}")
+
+    @app.post("/v1/cases/{case_id}/attachments", status_code=201)
+    async def upload_photo(case_id: str, who: Who, svc: Svc, file: UploadFile = File(...)):
+        # Read at most one byte past the limit: a huge upload is refused without being held in memory.
+        content = await file.read(svc.policy.attachment_max_bytes + 1)
+        return await add_attachment(svc, who, case_id, file.filename, content, s.attachments_dir)
+
+    @app.post("/v1/cases/{case_id}/return-label")
+    async def return_label(case_id: str, body: LabelBody, who: Who, svc: Svc):
+        require(who, Role.seller, "issues return labels")
+        return await svc.act(who, case_id, "issue_return_label", LabelRequest(actor=who, **body.model_dump()))
+
+    @app.post("/v1/cases/{case_id}/label-missing")
+    async def label_missing(case_id: str, body: NoteBody, who: Who, svc: Svc):
+        require(who, Role.customer, "reports a missing label")
+        return await svc.act(who, case_id, "report_label_missing", SimpleAction(actor=who, note=body.note))
+
+    @app.post("/v1/cases/{case_id}/shipment")
+    async def shipment(case_id: str, body: ShipmentBody, who: Who, svc: Svc):
+        require(who, Role.customer, "reports the return shipment")
+        return await svc.act(who, case_id, "report_shipment", ShipmentRequest(actor=who, **body.model_dump()))
+
+    @app.post("/v1/cases/{case_id}/receipt")
+    async def receipt(case_id: str, body: NoteBody, who: Who, svc: Svc):
+        require(who, Role.seller, "confirms receipt")
+        return await svc.act(who, case_id, "confirm_receipt", SimpleAction(actor=who, note=body.note))
+
+    @app.post("/v1/cases/{case_id}/refund-activation")
+    async def refund_activation(case_id: str, body: NoteBody, who: Who, svc: Svc):
+        require(who, Role.seller, "activates refunds")
+        return await svc.act(who, case_id, "activate_refund", SimpleAction(actor=who, note=body.note))
+
+    @app.post("/v1/cases/{case_id}/outbound-shipment")
+    async def outbound_shipment(case_id: str, body: ShipmentBody, who: Who, svc: Svc):
+        require(who, Role.seller, "ships replacements")
+        return await svc.act(who, case_id, "ship_outbound", ShipmentRequest(actor=who, **body.model_dump()))
+
+    @app.post("/v1/cases/{case_id}/outbound-impossible")
+    async def outbound_impossible(case_id: str, body: NoteBody, who: Who, svc: Svc):
+        require(who, Role.seller, "declares exchange and repair impossible")
+        return await svc.act(who, case_id, "declare_impossible", SimpleAction(actor=who, note=body.note))
+
+    @app.post("/v1/cases/{case_id}/withdraw")
+    async def withdraw(case_id: str, body: NoteBody, who: Who, svc: Svc):
+        require(who, Role.customer, "withdraws the request")
+        return await svc.act(who, case_id, "withdraw", SimpleAction(actor=who, note=body.note))
+
+    @app.get("/v1/wallet")
+    async def wallet(who: Who, request: Request):
+        require(who, Role.customer, "has a wallet")
+        return await wallet_view(request.app.state.pool, who.id)
+
+    @app.post("/v1/wallet/payouts", status_code=201)
+    async def payout(body: PayoutBody, who: Who, svc: Svc,
+                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None):
+        view, created = await request_payout(svc.pool, svc.temporal, s.task_queue, svc.policy, who,
+                                             idempotency_key=idempotency_key, **body.model_dump())
+        return JSONResponse(view, status_code=201 if created else 200)
+
+    @app.get("/v1/wallet/payouts/{payout_id}")
+    async def payout_status(payout_id: str, who: Who, svc: Svc):
+        return await get_payout(svc.pool, who, payout_id)
+
+    @app.get("/v1/escalations")
+    async def escalations(who: Who, svc: Svc):
+        require(who, Role.agent, "sees escalations")
+        return {"cases": await svc.list_escalations()}
+
+    @app.post("/v1/webhooks/carrier")
+    async def carrier_webhook(request: Request, svc: Svc,
+                              x_carrier_signature: Annotated[str | None, Header()] = None):
+        payload = await request.body()
+        if not x_carrier_signature or not verify_signature(s.carrier_webhook_secret, payload, x_carrier_signature):
+            raise HTTPException(400, "bad or missing X-Carrier-Signature")
+        ev = CarrierEventBody.model_validate_json(payload)
+        pool = request.app.state.pool
+        if await pool.fetchval("SELECT 1 FROM webhook_events WHERE source = 'carrier' AND event_id = $1", ev.event_id):
+            return {"received": True, "duplicate": True}
+        case_id = await svc.case_for_parcel(ev.tracking_number)
+        if case_id:
+            await svc.temporal.get_workflow_handle(case_id).signal("carrier_event", CarrierEvent(**ev.model_dump()))
+        await pool.execute("INSERT INTO webhook_events (source, event_id) VALUES ('carrier', $1) ON CONFLICT DO NOTHING",
+                           ev.event_id)
+        return {"received": True, "case_id": case_id}
+
+    @app.post("/v1/webhooks/payments")
+    async def payments_webhook(request: Request, stripe_signature: Annotated[str | None, Header()] = None):
+        payload = await request.body()
+        if not stripe_signature:
+            raise HTTPException(400, "missing Stripe-Signature")
+        try:
+            event = verify_event(payload, stripe_signature, s.gateway_webhook_secret)
+        except ValueError as e:
+            raise HTTPException(400, f"bad signature or payload: {e}")
+        return await handle_gateway_event(request.app, event)
+
+    return app
+
+
+async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
+    """Refund settled/failed → signal the refund workflow named in the refund's metadata.
+    A repeated event is acknowledged without acting again."""
+    pool = app.state.pool
+    event_id, kind = event["id"], event["type"]
+    if await pool.fetchval("SELECT 1 FROM webhook_events WHERE source = 'gateway' AND event_id = $1", event_id):
+        return {"received": True, "duplicate": True}
+    obj = event["data"]["object"]
+    workflow_id = (obj.get("metadata") or {}).get("workflow_id")
+    status: Literal["succeeded", "failed", "canceled"] | None = None
+    if kind in ("refund.updated", "refund.failed") and obj.get("status") in ("succeeded", "failed", "canceled"):
+        status = obj["status"]
+        await pool.execute(
+            "UPDATE refunds SET status = $2, failure_reason = $3, updated_at = now() WHERE gateway_refund_id = $1",
+            obj["id"], status, obj.get("failure_reason"))
+    elif kind == "bank_transfer.settled":
+        status = "succeeded"
+    elif kind == "bank_transfer.rejected":
+        status = "failed"
+    if status and workflow_id:
+        try:
+            await app.state.temporal.get_workflow_handle(workflow_id).signal(
+                "gateway_event", GatewayEvent(object_id=obj["id"], status=status,
+                                              failure_reason=obj.get("failure_reason")))
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise  # the gateway retries the event
+            log.warning("event %s for unknown workflow %s", event_id, workflow_id)
+    # Recorded only once acted upon, so a failure above is retried by the gateway.
+    await pool.execute("INSERT INTO webhook_events (source, event_id) VALUES ('gateway', $1) ON CONFLICT DO NOTHING",
+                       event_id)
+    return {"received": True}
+
+
+app = create_app()

@@ -1,0 +1,324 @@
+"""The web backend's side of cases, shared by the HTTP API and the Python client.
+
+Raises ServiceError subclasses that the API maps onto 404/403/409/422; nothing is half-applied:
+checks come first, then one insert guarded by the one-open-case-per-order index, then an idempotent
+workflow start.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+import asyncpg
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+
+from domain.models import (
+    ActionAnswer,
+    Actor,
+    CaseInput,
+    CaseKind,
+    CaseState,
+    Order,
+    OrderStatus,
+    Role,
+    Stage,
+)
+from domain.policy import Policy
+from workflows import search_attributes as sa
+from workflows.case import FORBIDDEN, INVALID, KIND_TITLES, WRONG_STAGE, CaseWorkflow
+
+
+class ServiceError(Exception):
+    status = 400
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+class Invalid(ServiceError):
+    status = 422
+
+
+def order_from_row(row: asyncpg.Record) -> Order:
+    return Order(
+        order_id=row["order_id"], customer_id=row["customer_id"], seller_id=row["seller_id"],
+        status=row["status"], currency=row["currency"], lines=row["lines"],
+        delivery_fee_cents=row["delivery_fee_cents"], payment_intent=row["payment_intent"],
+        created_at=row["created_at"], delivered_at=row["delivered_at"],
+    )
+
+
+def may_see(actor: Actor, customer_id: str, seller_id: str) -> bool:
+    return (actor.role == Role.agent
+            or (actor.role == Role.customer and actor.id == customer_id)
+            or (actor.role == Role.seller and actor.id == seller_id))
+
+
+class CaseService:
+    def __init__(self, pool: asyncpg.Pool, temporal: Client, task_queue: str, policy: Policy):
+        self.pool = pool
+        self.temporal = temporal
+        self.task_queue = task_queue
+        self.policy = policy
+
+    # ------------------------------------------------------------ opening
+    async def open_case(self, actor: Actor, order_id: str, kind: CaseKind, *,
+                        category=None, description: str | None = None,
+                        now: datetime | None = None) -> tuple[dict, bool]:
+        """Opens a case on an order, or returns the order's open case (a double click opens one)."""
+        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+        if row is None:
+            raise NotFound(f"order {order_id} not found")
+        order = order_from_row(row)
+        if actor.role == Role.seller or (actor.role == Role.customer and actor.id != order.customer_id):
+            raise Forbidden("you may only ask for help on your own orders")
+        existing = await self._open_case_row(order_id)
+        if existing is not None:
+            return await self._ensure_started(existing), False
+        now = now or datetime.now(timezone.utc)
+        self.check_opening(order, kind, now, category, description)
+        case_id = f"case_{secrets.token_hex(6)}"
+        inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=now, opened_by=actor,
+                        policy=self.policy, category=category, description=description)
+        state = CaseState(case_id=case_id, kind=kind, order_id=order_id, customer_id=order.customer_id,
+                          seller_id=order.seller_id, currency=order.currency)
+        try:
+            await self.pool.execute(
+                """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, state, input, opened_at)
+                   VALUES ($1, $2, $3, $4, $5, 'opening', $6, $7, $8)""",
+                case_id, order_id, kind.value, order.customer_id, order.seller_id,
+                state.model_dump(mode="json"), inp.model_dump(mode="json"), now)
+        except asyncpg.UniqueViolationError:  # a concurrent request opened it first
+            existing = await self._open_case_row(order_id)
+            return await self._ensure_started(existing), False
+        row = await self.pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
+        return await self._ensure_started(row), True
+
+    def check_opening(self, order: Order, kind: CaseKind, now: datetime, category=None,
+                      description: str | None = None) -> None:
+        """Which kinds the order allows now (DESIGN.md, "The job"). A refusal names the reason, the date
+        the window closed and what is still possible. Cancellations are decided by the workflow itself
+        (it must compare-and-set the order status), so only an already cancelled order is refused here."""
+        p = self.policy
+        if kind == CaseKind.cancellation:
+            if order.status == OrderStatus.cancelled:
+                raise Conflict("the order is already cancelled", stage="closed", reason="order_cancelled")
+            return
+        if order.status != OrderStatus.delivered or order.delivered_at is None:
+            raise Invalid(f"a {kind.value} request needs a delivered order (this one is {order.status.value})",
+                          field="kind", reason="order_not_delivered",
+                          still_possible=["cancellation"] if order.status in (OrderStatus.paid, OrderStatus.validated) else [])
+        delivered = order.delivered_at
+        withdrawal_end = p.withdrawal_window_end(delivered)
+        warranty_end = p.warranty_end(delivered)
+        possible = [k for k, ok in (("defect", now <= p.defect_window_end(delivered)),
+                                    ("withdrawal", now <= withdrawal_end),
+                                    ("warranty", withdrawal_end < now <= warranty_end)) if ok]
+        window_end = {CaseKind.defect: p.defect_window_end(delivered), CaseKind.withdrawal: withdrawal_end,
+                      CaseKind.warranty: warranty_end}[kind]
+        if kind == CaseKind.warranty and now <= withdrawal_end:
+            raise Invalid("the warranty starts after the withdrawal period: return the item instead",
+                          field="kind", reason="withdrawal_still_open", still_possible=possible,
+                          window_opens_after=withdrawal_end.isoformat())
+        if now > window_end:
+            note = (" The legal conformity guarantee (24 months) may still apply: contact customer care."
+                    if kind == CaseKind.warranty else "")
+            raise Invalid(f"the {kind.value} window closed on {window_end.isoformat()}.{note}", field="kind",
+                          reason=f"{kind.value}_window_closed", closed_at=window_end.isoformat(),
+                          still_possible=possible)
+        if kind == CaseKind.defect:
+            if category is None:
+                raise Invalid("a defect claim needs a category", field="category", reason="missing")
+            if not description or len(description.strip()) < 15 or " " not in description.strip():
+                raise Invalid("describe the defect in at least a sentence", field="description", reason="too_short")
+
+    async def _open_case_row(self, order_id: str):
+        return await self.pool.fetchrow(
+            "SELECT * FROM cases WHERE order_id = $1 AND closed_at IS NULL", order_id)
+
+    async def _ensure_started(self, row) -> dict:
+        """Starts the case's workflow; harmless when it already runs (same id, USE_EXISTING)."""
+        inp = CaseInput.model_validate(row["input"])
+        o = inp.order
+        await self.temporal.start_workflow(
+            CaseWorkflow.run, inp, id=inp.case_id, task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(sa.CASE_KIND, inp.kind.value),
+                SearchAttributePair(sa.CASE_STAGE, Stage.opening.value),
+                SearchAttributePair(sa.ORDER_ID, o.order_id),
+                SearchAttributePair(sa.SELLER_ID, o.seller_id),
+                SearchAttributePair(sa.CUSTOMER_ID, o.customer_id),
+                SearchAttributePair(sa.ESCALATED, False),
+            ]),
+            static_summary=f"{KIND_TITLES[inp.kind]} · order {o.order_id} · seller {o.seller_id}",
+            static_details=f"Customer `{o.customer_id}` · opened {inp.opened_at.isoformat()} · "
+                           f"order total {o.total_cents / 100:.2f} {o.currency}",
+        )
+        return self.case_view(row)
+
+    # ------------------------------------------------------------ reading
+    async def get_case(self, actor: Actor, case_id: str) -> dict:
+        row = await self.pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
+        if row is None:
+            raise NotFound(f"case {case_id} not found")
+        if not may_see(actor, row["customer_id"], row["seller_id"]):
+            raise Forbidden("this case is not yours")
+        view = self.case_view(row)
+        view["attachments"] = await list_attachments(self.pool, case_id)
+        view["timeline"] = [
+            {"seq": t["seq"], "at": t["at"].isoformat(), "event": t["event"], "detail": t["detail"]}
+            for t in await self.pool.fetch(
+                "SELECT * FROM case_timeline WHERE case_id = $1 ORDER BY seq", case_id)
+        ]
+        return view
+
+    async def list_escalations(self) -> list[dict]:
+        rows = await self.pool.fetch(
+            """SELECT * FROM cases WHERE closed_at IS NULL AND (state->>'escalated')::boolean
+               ORDER BY updated_at""")
+        return [self.case_view(r) for r in rows]
+
+    async def case_for_parcel(self, tracking_number: str) -> str | None:
+        return await self.pool.fetchval(
+            """SELECT case_id FROM cases WHERE closed_at IS NULL AND state->'tracking_numbers' ? $1
+               ORDER BY opened_at DESC LIMIT 1""", tracking_number)
+
+    async def list_cases(self, actor: Actor, limit: int = 100) -> list[dict]:
+        if actor.role == Role.agent:
+            rows = await self.pool.fetch("SELECT * FROM cases ORDER BY opened_at DESC LIMIT $1", limit)
+        else:
+            column = "customer_id" if actor.role == Role.customer else "seller_id"
+            rows = await self.pool.fetch(
+                f"SELECT * FROM cases WHERE {column} = $1 ORDER BY opened_at DESC LIMIT $2", actor.id, limit)
+        return [self.case_view(r) for r in rows]
+
+    @staticmethod
+    def case_view(row) -> dict:
+        state = dict(row["state"])
+        state.update(stage=row["stage"], outcome=row["outcome"],
+                     opened_at=row["opened_at"].isoformat(),
+                     closed_at=row["closed_at"].isoformat() if row["closed_at"] else None)
+        return state
+
+    # ------------------------------------------------------------ acting
+    async def act(self, actor: Actor, case_id: str, update: str, payload) -> ActionAnswer:
+        """Runs an Update on the case after the cheap checks; the workflow's validator has the last word."""
+        row = await self.pool.fetchrow("SELECT customer_id, seller_id, stage FROM cases WHERE case_id = $1", case_id)
+        if row is None:
+            raise NotFound(f"case {case_id} not found")
+        if not may_see(actor, row["customer_id"], row["seller_id"]):
+            raise Forbidden("this case is not yours")
+        if row["stage"] == Stage.closed.value:
+            raise Conflict("the case is closed", stage=Stage.closed.value)
+        handle = self.temporal.get_workflow_handle(case_id)
+        try:
+            return await handle.execute_update(update, payload, result_type=ActionAnswer)
+        except WorkflowUpdateFailedError as e:
+            raise _service_error(e.cause) from e
+
+
+def _service_error(cause: BaseException | None) -> ServiceError:
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else {}
+        if cause.type == FORBIDDEN:
+            return Forbidden(cause.message)
+        if cause.type == WRONG_STAGE:
+            return Conflict(cause.message, **details)
+        if cause.type == INVALID:
+            return Invalid(cause.message, **details)
+    return Conflict(str(cause) if cause else "the case refused the action")
+
+
+# ---------------------------------------------------------------- attachments (defect photos)
+IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+)
+
+
+def sniff_image(content: bytes) -> tuple[str, str] | None:
+    """(content type, extension) from the bytes themselves, never from the file name."""
+    for magic, ctype, ext in IMAGE_SIGNATURES:
+        if content.startswith(magic):
+            return ctype, ext
+    if len(content) >= 12 and content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    return None
+
+
+def safe_filename(name: str | None) -> str:
+    """A display name only (storage uses the checksum): no path, no control characters."""
+    base = (name or "photo").replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isalnum() or c in "._- ")[:100].strip(". ")
+    return cleaned or "photo"
+
+
+PHOTO_STAGES = {Stage.opening.value, Stage.awaiting_photos.value, Stage.awaiting_seller_decision.value}
+
+
+async def add_attachment(svc: CaseService, actor: Actor, case_id: str, filename: str | None, content: bytes,
+                         storage_dir) -> dict:
+    import hashlib
+    from pathlib import Path
+
+    row = await svc.pool.fetchrow("SELECT customer_id, seller_id, stage, kind FROM cases WHERE case_id = $1", case_id)
+    if row is None:
+        raise NotFound(f"case {case_id} not found")
+    if actor.role != Role.customer or actor.id != row["customer_id"]:
+        raise Forbidden("only the customer who opened the case adds photos")
+    if row["kind"] != CaseKind.defect.value:
+        raise Conflict("photos are for defect claims", stage=row["stage"])
+    if row["stage"] not in PHOTO_STAGES:
+        raise Conflict(f"photos can no longer be added in stage {row['stage']}", stage=row["stage"])
+    if len(content) > svc.policy.attachment_max_bytes:
+        raise TooLarge(f"a photo is at most {svc.policy.attachment_max_bytes} bytes", field="file")
+    kind = sniff_image(content)
+    if kind is None:
+        raise Invalid("the file is not a JPEG, PNG or WebP image", field="file", reason="unsupported_type")
+    ctype, ext = kind
+    digest = hashlib.sha256(content).hexdigest()
+    count = await svc.pool.fetchval("SELECT count(*) FROM attachments WHERE case_id = $1", case_id)
+    if count >= svc.policy.attachments_max_count:
+        raise Invalid(f"at most {svc.policy.attachments_max_count} photos per case", field="file",
+                      reason="too_many")
+    path = Path(storage_dir) / case_id / f"{digest}.{ext}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    attachment_id = f"att_{digest[:16]}"
+    await svc.pool.execute(
+        """INSERT INTO attachments (attachment_id, case_id, filename, content_type, size_bytes, sha256, storage_path)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (case_id, sha256) DO NOTHING""",
+        f"{attachment_id}_{case_id[-6:]}", case_id, safe_filename(filename), ctype, len(content), digest, str(path))
+    count = await svc.pool.fetchval("SELECT count(*) FROM attachments WHERE case_id = $1", case_id)
+    await svc.temporal.get_workflow_handle(case_id).signal("attachments_added", count)
+    return {"sha256": digest, "content_type": ctype, "size_bytes": len(content), "photos": count}
+
+
+async def list_attachments(pool, case_id: str) -> list[dict]:
+    return [{"filename": r["filename"], "content_type": r["content_type"], "size_bytes": r["size_bytes"],
+             "sha256": r["sha256"], "added_at": r["created_at"].isoformat()}
+            for r in await pool.fetch("SELECT * FROM attachments WHERE case_id = $1 ORDER BY created_at", case_id)]
+
+
+class TooLarge(ServiceError):
+    status = 413

@@ -1,0 +1,91 @@
+"""Helpers for workflow tests on the time-skipping server."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from temporalio.client import WorkflowHandle
+
+from domain.calendar import PARIS
+from domain.models import Actor, CaseInput, CaseKind, CaseState, GatewayEvent, Role, Stage
+from domain.policy import Policy
+from starter.service import order_from_row
+from tests.support import new_id
+from workflows.case import CaseWorkflow
+
+
+async def start_case(env, pool, task_queue: str, order_id: str, kind: CaseKind = CaseKind.cancellation,
+                     policy: Policy | None = None, **extra) -> WorkflowHandle:
+    row = await pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+    order = order_from_row(row)
+    case_id = new_id("case")
+    inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=await env.get_current_time(),
+                    opened_by=Actor(role=Role.customer, id=order.customer_id), policy=policy or Policy(), **extra)
+    return await env.client.start_workflow(CaseWorkflow.run, inp, id=case_id, task_queue=task_queue)
+
+
+async def state(handle: WorkflowHandle) -> CaseState:
+    return await handle.query(CaseWorkflow.get_state)
+
+
+async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 15.0) -> CaseState:
+    """Polls the case's query in real time (no time skipping) until predicate(state) holds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    last = None
+    while loop.time() < end:
+        try:
+            last = await state(handle)
+            if last is not None and predicate(last):
+                return last
+        except Exception:  # the first workflow task may not have run yet
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not reached; last state: {last}")
+
+
+async def wait_stage(handle: WorkflowHandle, stage: Stage, timeout: float = 15.0) -> CaseState:
+    return await wait_for(handle, lambda s: s.stage == stage, timeout)
+
+
+async def refunds_at_gateway(gateway_url: str, payment_intent: str) -> list[dict]:
+    async with httpx.AsyncClient() as http:
+        st = (await http.get(f"{gateway_url}/_sandbox/state")).json()
+    return [r for r in st["refunds"] if r["payment_intent"] == payment_intent]
+
+
+async def settle_refund(env, gateway_url: str, case_id: str, payment_intent: str, status: str = "succeeded",
+                        n: int = 1) -> None:
+    """What the gateway's webhook does once the bank settles: signal the refund child workflow."""
+    [refund] = await refunds_at_gateway(gateway_url, payment_intent)
+    await env.client.get_workflow_handle(f"{case_id}-refund-{n}").signal(
+        "gateway_event", GatewayEvent(object_id=refund["id"], status=status,
+                                      failure_reason=None if status == "succeeded" else "expired_or_canceled_card"))
+
+
+async def jump_to(env, moment: datetime) -> None:
+    """Moves the time-skipping server's clock forward to `moment` (it never goes back)."""
+    now = await env.get_current_time()
+    if moment > now:
+        await env.sleep(moment - now)
+
+
+def paris(d, hour: int = 10) -> datetime:
+    return datetime(d.year, d.month, d.day, hour, tzinfo=PARIS)
+
+
+def mails_to(sink, address: str) -> list[dict]:
+    return [m for m in sink.messages if address in m["to"]]
+
+
+async def timeline(pool, case_id: str) -> list[str]:
+    return [r["event"] for r in await pool.fetch("SELECT event FROM case_timeline WHERE case_id = $1 ORDER BY seq",
+                                                 case_id)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+ONE_HOUR = timedelta(hours=1)

@@ -1,0 +1,88 @@
+"""Building blocks shared by the case workflow and its children (workflow code: deterministic)."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cases import CaseActivities
+    from domain.calendar import PARIS
+    from domain.models import Notification, Role, StageReport
+    from workflows.options import NOTIFY_ACTIVITY
+
+REPORT_SIGNAL = "child_report"
+
+
+def euros(cents: int, currency: str = "EUR") -> str:
+    return f"{cents / 100:.2f} {currency}"
+
+
+def fmt(moment: datetime | None) -> str:
+    """A deadline as people read it: Europe/Paris wall clock."""
+    return moment.astimezone(PARIS).strftime("%a %d %b %Y %H:%M") if moment else "-"
+
+
+async def send(case_id: str, key: str, role: Role, recipient: str, subject: str, body: str,
+               event: str | None = None) -> bool:
+    """Email (+ seller webhook) once per key. A message undeliverable for a day must not block the case:
+    returns False then, and the caller records it."""
+    n = Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
+                     subject=subject, body=body, case_id=case_id, event=event)
+    try:
+        await workflow.execute_activity_method(CaseActivities.notify, n, summary=f"{role.value}: {subject}",
+                                               **NOTIFY_ACTIVITY)
+        return True
+    except ActivityError:
+        return False
+
+
+class Deadline:
+    """The deadline of the current waiting stage; customer care may extend it while it runs."""
+
+    def __init__(self) -> None:
+        self.at: datetime | None = None
+        self._version = 0
+
+    def set(self, at: datetime | None) -> None:
+        self.at = at
+        self._version += 1
+
+    def extend(self, by: timedelta) -> datetime:
+        self.set(self.at + by)
+        return self.at
+
+    async def wait(self, done: Callable[[], bool], *, reminder_before: timedelta | None = None,
+                   remind: Callable[[], Awaitable] | None = None) -> bool:
+        """Waits for `done` until the deadline, calling `remind` once `reminder_before` it.
+        True when done, False when the deadline passed first."""
+        reminded = remind is None
+        while not done():
+            now = workflow.now()
+            remind_at = self.at - reminder_before if not reminded else None
+            reminder_wait = remind_at is not None and remind_at > now
+            target = remind_at if reminder_wait else self.at
+            if target <= now:
+                return done()
+            version = self._version
+            try:
+                await workflow.wait_condition(lambda: done() or self._version != version, timeout=target - now,
+                                              timeout_summary="reminder" if reminder_wait else "deadline")
+            except asyncio.TimeoutError:
+                if reminder_wait:
+                    await remind()
+                    reminded = True
+        return True
+
+
+class ChildReporter:
+    """A child's side of the conversation with its case: stage reports by signal."""
+
+    def __init__(self, parent_workflow_id: str):
+        self.parent = workflow.get_external_workflow_handle(parent_workflow_id)
+
+    async def report(self, event: str, **fields) -> None:
+        await self.parent.signal(REPORT_SIGNAL, StageReport(event=event, **fields))
