@@ -15,14 +15,22 @@ PARIS = ZoneInfo("Europe/Paris")
 END_OF_DAY = time(23, 59, 59)
 
 
-@lru_cache(maxsize=64)
-def _french_holidays(year: int) -> frozenset[date]:
-    # The 11 national days (holidays' France default; Alsace-Moselle extras excluded).
+# The 11 national days (holidays' France default; Alsace-Moselle extras excluded), computed once at
+# import: the `holidays` package reads translation files when it builds a calendar, which workflow
+# code must not do. 0.1 s for a century.
+TABLE_YEARS = range(2000, 2101)
+_TABLE = frozenset(holidays.France(years=TABLE_YEARS).keys())
+
+
+@lru_cache(maxsize=16)
+def _french_holidays_outside_table(year: int) -> frozenset[date]:
     return frozenset(holidays.France(years=year).keys())
 
 
 def is_holiday(d: date) -> bool:
-    return d in _french_holidays(d.year)
+    if d.year in TABLE_YEARS:
+        return d in _TABLE
+    return d in _french_holidays_outside_table(d.year)
 
 
 def is_business_day(d: date) -> bool:

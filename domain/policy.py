@@ -8,7 +8,7 @@ stay deterministic).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, Field
 
@@ -64,7 +64,12 @@ class Policy(BaseModel):
         return calendar.business_days_deadline(asked_at, self.claim_seller_answer_business_days)
 
     def photos_deadline(self, opened_at: datetime) -> datetime:
-        return opened_at + timedelta(hours=self.claim_photos_within_hours)
+        # Elapsed hours: add them in UTC (aware arithmetic in Europe/Paris would be wall-clock
+        # arithmetic, one hour off across a DST change), then give the result back in opened_at's zone.
+        if opened_at.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware instant")
+        end = opened_at.astimezone(timezone.utc) + timedelta(hours=self.claim_photos_within_hours)
+        return end.astimezone(opened_at.tzinfo)
 
     def defect_window_end(self, delivered_at: datetime) -> datetime:
         return calendar.business_days_deadline(delivered_at, self.defect_claim_window_business_days)
