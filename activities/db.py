@@ -65,3 +65,22 @@ async def migrate(dsn: str | None = None) -> list[str]:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
         await conn.close()
     return applied
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m activities.db migrate`: applies pending migrations to DATABASE_URL (one-shot job)."""
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser(prog="python -m activities.db")
+    parser.add_argument("command", choices=["migrate"])
+    parser.parse_args(argv)
+    if not os.environ.get("DATABASE_URL"):
+        parser.error("DATABASE_URL is not set")
+    applied = asyncio.run(migrate())
+    print("applied:", ", ".join(applied) if applied else "nothing (schema up to date)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
