@@ -1,8 +1,6 @@
 """HTTP API of the after-sales cases: customers, sellers and care agents with bearer tokens;
 the payment gateway with signed webhooks. Errors: 401 no/bad token, 403 not yours, 404 unknown,
 409 wrong stage (with the stage), 422 invalid input (naming the field)."""
-from __future__ import annotations
-
 import logging
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -49,7 +47,8 @@ class HelpRequest(BaseModel):
 
 
 class DecisionBody(BaseModel):
-    decision: CancellationDecision | ClaimDecision
+    # One flat list so a bad value is reported on the field itself; the case checks it fits its kind.
+    decision: Literal[tuple(d.value for d in (*CancellationDecision, *ClaimDecision))]  # type: ignore[valid-type]
     reason: str | None = Field(None, max_length=2000)
     partial_amount_cents: int | None = Field(None, gt=0)
 
@@ -89,6 +88,28 @@ class CareBody(BaseModel):
     extend_hours: int | None = Field(None, gt=0, le=24 * 60)
 
 
+def _service(request: Request) -> CaseService:
+    return request.app.state.service
+
+
+async def _actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = await actor_for_token(request.app.state.pool, authorization[7:].strip())
+    if found is None:
+        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Who = Annotated[Actor, Depends(_actor)]
+Svc = Annotated[CaseService, Depends(_service)]
+
+
+def require(who: Actor, role: Role, what: str) -> None:
+    if who.role != role:
+        raise HTTPException(403, f"only the {role.value} {what}")
+
+
 def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     s = s or settings()
 
@@ -113,20 +134,6 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
             return JSONResponse({"error": "case workflow not found"}, status_code=404)
         log.exception("Temporal unavailable")
         return JSONResponse({"error": "case engine unavailable, try again"}, status_code=503)
-
-    def service(request: Request) -> CaseService:
-        return request.app.state.service
-
-    async def actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        found = await actor_for_token(request.app.state.pool, authorization[7:].strip())
-        if found is None:
-            raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    Who = Annotated[Actor, Depends(actor)]
-    Svc = Annotated[CaseService, Depends(service)]
 
     @app.get("/healthz")
     async def healthz():
@@ -158,7 +165,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     @app.post("/v1/cases/{case_id}/decision")
     async def decide(case_id: str, body: DecisionBody, who: Who, svc: Svc):
         require(who, Role.seller, "decides")
-        req = DecisionRequest(actor=who, decision=body.decision.value, reason=body.reason,
+        req = DecisionRequest(actor=who, decision=body.decision, reason=body.reason,
                               partial_amount_cents=body.partial_amount_cents)
         return await svc.act(who, case_id, "decide", req)
 
@@ -167,10 +174,6 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         require(who, Role.agent, "resolves escalations")
         req = CareRequest(actor=who, **body.model_dump())
         return await svc.act(who, case_id, "care_resolve", req)
-
-    def require(who: Actor, role: Role, what: str) -> None:
-        if who.role != role:
-            raise HTTPException(403, f"only the {role.value} {what}")
 
     @app.post("/v1/cases/{case_id}/attachments", status_code=201)
     async def upload_photo(case_id: str, who: Who, svc: Svc, file: UploadFile = File(...)):

@@ -134,3 +134,30 @@ async def case_worker(ts_env, pool, test_settings):
     w = build_worker(ts_env.client, test_settings)
     async with w:
         yield w
+
+
+@pytest.fixture(autouse=True)
+async def _terminate_leftover_workflows():
+    """A shared time-skipping server fires every pending timer on each jump: workflows a test leaves
+    running are terminated so they cannot slow or disturb the next tests."""
+    yield
+    from tests.workflow_helpers import STARTED
+
+    while STARTED:
+        handle = STARTED.pop()
+        # Children too: the time-skipping server does not apply the parent-close policy on terminate.
+        # And only once no activity is in flight: terminating a workflow during an activity leaves the
+        # test server's time skipping locked for good (seen with temporal-test-server 1.40).
+        for workflow_id in (f"{handle.id}-return", f"{handle.id}-refund-1", f"{handle.id}-refund-2", handle.id):
+            h = handle._client.get_workflow_handle(workflow_id)
+            try:
+                for _ in range(100):
+                    d = await h.describe()
+                    if d.status.name != "RUNNING":
+                        break
+                    if not d.raw_description.pending_activities:
+                        await h.terminate("test finished")
+                        break
+                    await asyncio.sleep(0.05)
+            except Exception:  # not started
+                pass

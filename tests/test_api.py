@@ -15,7 +15,7 @@ from devstack.gateway_sandbox import create_app as create_sandbox
 from starter.api import create_app
 from tests.conftest import ServedApp, free_port
 from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import mails_to
+from tests.workflow_helpers import mail_with, mails_to
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ async def test_paid_order_help_request_ends_refunded_through_the_signed_webhook(
                    if x["payment_intent"] == f"pi_{order_id}"]
     assert len(refunds) == 1 and refunds[0]["status"] == "succeeded"
     assert await pool.fetchval("SELECT status FROM refunds WHERE case_id = $1", case_id) == "succeeded"
-    assert any("closed (refunded)" in m["subject"] for m in mails_to(mail_sink, party["customer_email"]))
+    assert await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
 
 
 async def test_payment_webhook_refuses_bad_and_stale_signatures(api):

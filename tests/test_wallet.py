@@ -15,7 +15,7 @@ from domain.policy import Policy
 from starter.service import Forbidden, Invalid
 from starter.wallet import request_payout, validate_bank_account
 from tests.support import make_party
-from tests.workflow_helpers import jump_to, mails_to
+from tests.workflow_helpers import STARTED, jump_to, mail_with, mails_to
 from workflows.payout import PayoutWorkflow
 
 TQ = "aftersales-test"
@@ -39,8 +39,10 @@ async def wallet_of(pool, customer_id) -> dict:
 
 async def payout(ts_env, pool, party, cents, key=None, iban=IBAN_FR, bic=None):
     actor = Actor(role=Role.customer, id=party["customer_id"])
-    return await request_payout(pool, ts_env.client, TQ, Policy(), actor, amount_cents=cents,
-                                account_holder="Alice Martin", iban=iban, bic=bic, idempotency_key=key)
+    view, created = await request_payout(pool, ts_env.client, TQ, Policy(), actor, amount_cents=cents,
+                                         account_holder="Alice Martin", iban=iban, bic=bic, idempotency_key=key)
+    STARTED.append(ts_env.client.get_workflow_handle(view["payout_id"]))
+    return view, created
 
 
 async def transfers_at_gateway(gateway_url, payout_id=None) -> list[dict]:
@@ -125,7 +127,7 @@ async def test_payout_settled_on_day_three(ts_env, pool, case_worker, gateway_sa
     w = await wallet_of(pool, party["customer_id"])
     assert (w["balance_cents"], w["available_cents"], w["held_cents"]) == (1000, 1000, 0)
     assert len(await transfers_at_gateway(gateway_sandbox.url, view["payout_id"])) == 1
-    sent = [m for m in mails_to(mail_sink, party["customer_email"]) if "transfer of 40.00 EUR" in m["subject"]]
+    sent = await mail_with(mail_sink, party["customer_email"], "transfer of 40.00 EUR")
     assert sent and IBAN_FR not in sent[0]["body"] and "2606" in sent[0]["body"]
 
 
@@ -143,7 +145,7 @@ async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, p
             break
         await asyncio.sleep(0.05)
     assert (await handle.query(PayoutWorkflow.get_state)).escalated
-    assert any(view["payout_id"] in m["subject"] for m in mails_to(mail_sink, "care@marketplace.example"))
+    assert await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])
 
 
 async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, mail_sink):
@@ -158,7 +160,7 @@ async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, ma
     assert (await handle.result()).stage == PayoutStage.rejected
     w = await wallet_of(pool, party["customer_id"])
     assert (w["available_cents"], w["held_cents"], w["balance_cents"]) == (2500, 0, 2500)
-    assert any("was rejected" in m["subject"] for m in mails_to(mail_sink, party["customer_email"]))
+    assert await mail_with(mail_sink, party["customer_email"], "was rejected")
 
 
 # ------------------------------------------------------------------------------ ledger property

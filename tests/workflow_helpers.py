@@ -5,6 +5,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import httpx
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import WorkflowHandle
 
 from domain.calendar import PARIS
@@ -22,7 +23,9 @@ async def start_case(env, pool, task_queue: str, order_id: str, kind: CaseKind =
     case_id = new_id("case")
     inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=await env.get_current_time(),
                     opened_by=Actor(role=Role.customer, id=order.customer_id), policy=policy or Policy(), **extra)
-    return await env.client.start_workflow(CaseWorkflow.run, inp, id=case_id, task_queue=task_queue)
+    handle = await env.client.start_workflow(CaseWorkflow.run, inp, id=case_id, task_queue=task_queue)
+    STARTED.append(handle)
+    return handle
 
 
 async def state(handle: WorkflowHandle) -> CaseState:
@@ -65,10 +68,16 @@ async def settle_refund(env, gateway_url: str, case_id: str, payment_intent: str
 
 
 async def jump_to(env, moment: datetime) -> None:
-    """Moves the time-skipping server's clock forward to `moment` (it never goes back)."""
+    """Moves the time-skipping server's clock forward to `moment` (it never goes back), firing every
+    timer on the way; the timers' activities run for real, hence the generous RPC timeout."""
     now = await env.get_current_time()
     if moment > now:
-        await env.sleep(moment - now)
+        req = SleepRequest()
+        req.duration.FromTimedelta(moment - now)
+        await env.client.test_service.unlock_time_skipping_with_sleep(req, timeout=timedelta(seconds=120))
+
+
+STARTED: list[WorkflowHandle] = []  # terminated after each test so old timers don't slow later jumps
 
 
 def paris(d, hour: int = 10) -> datetime:
@@ -89,3 +98,15 @@ def utcnow() -> datetime:
 
 
 ONE_HOUR = timedelta(hours=1)
+
+
+async def mail_with(sink, address: str, subject_part: str, timeout: float = 10.0) -> list[dict]:
+    """The messages to `address` whose subject contains `subject_part`, waiting for the first one
+    (a stage change is recorded before its email is sent)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        found = [m for m in mails_to(sink, address) if subject_part in m["subject"]]
+        if found or loop.time() > end:
+            return found
+        await asyncio.sleep(0.05)

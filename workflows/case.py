@@ -563,14 +563,14 @@ class CaseWorkflow:
             self._check(req.actor, {Role.agent}, {Stage.awaiting_care, Stage.awaiting_refund_activation}, "care")
 
     @workflow.signal
-    def carrier_event(self, ev: CarrierEvent) -> None:
+    async def carrier_event(self, ev: CarrierEvent) -> None:
         """Parcel events from the carrier webhook (duplicates and unknown parcels are ignored)."""
         if self.state is None or ev.tracking_number not in self.state.tracking_numbers:
             return
         if self._outbound is not None and ev.tracking_number == self._outbound.tracking_number:
             self._outbound_delivered = self._outbound_delivered or ev.status == "delivered"
         elif self.state.stage == Stage.in_transit and self._child is not None:
-            workflow.create_task(self._child.signal(ReturnShipmentWorkflow.carrier_event, ev))  # noqa
+            await self._child.signal(ReturnShipmentWorkflow.carrier_event, ev)
 
     @workflow.query
     def get_state(self) -> CaseState:
