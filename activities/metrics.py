@@ -9,13 +9,17 @@ from temporalio import activity
 
 from domain.models import TimelineEvent
 
+# Deadlines the case's children own: each miss has its own timeline event (an escalation may follow
+# it; that escalation is not counted again as a missed deadline).
 MISSED_DEADLINE_EVENTS = {
-    "escalated": None,  # counted separately
     "return_label_overdue": "awaiting_return_label",
     "return_expired": "awaiting_shipment",
     "refund_activation_missed": "awaiting_refund_activation",
     "settlement_overdue": "awaiting_bank_settlement",
 }
+# Deadlines the case itself owns: a miss shows only as the escalation of that stage ("... did not ...
+# in time"); the photos deadline as the claim closing `expired` before the seller was ever asked.
+MISSED_BY_ESCALATION = {"awaiting_seller_decision", "awaiting_outbound_shipment"}
 
 
 def _counter(name: str, description: str):
@@ -38,12 +42,23 @@ def count_case_event(ev: TimelineEvent) -> None:
     elif ev.event == "wallet_credited":
         _counter("aftersales_wallet_credited_cents", "wallet credits, in cents").add(
             int(ev.detail.get("amount_cents", 0)), {"kind": kind})
-    if ev.event in MISSED_DEADLINE_EVENTS and MISSED_DEADLINE_EVENTS[ev.event]:
+    missed = _missed_deadline_stage(ev)
+    if missed:
         _counter("aftersales_deadlines_missed", "deadlines that passed without the action").add(
-            1, {"kind": kind, "stage": MISSED_DEADLINE_EVENTS[ev.event]})
-    elif ev.event == "escalated" and "did not" in str(ev.detail.get("reason", "")):
-        _counter("aftersales_deadlines_missed", "deadlines that passed without the action").add(
-            1, {"kind": kind, "stage": ev.state.stage.value})
+            1, {"kind": kind, "stage": missed})
+
+
+def _missed_deadline_stage(ev: TimelineEvent) -> str | None:
+    """The stage whose deadline this event says was missed, or None."""
+    if ev.event in MISSED_DEADLINE_EVENTS:
+        return MISSED_DEADLINE_EVENTS[ev.event]
+    if ev.event == "escalated" and ev.state.stage.value in MISSED_BY_ESCALATION \
+            and "did not" in str(ev.detail.get("reason", "")):
+        return ev.state.stage.value
+    if ev.event == "case_closed" and ev.detail.get("outcome") == "expired" \
+            and "photos" in ev.state.deadlines and "seller_answer" not in ev.state.deadlines:
+        return "awaiting_photos"
+    return None
 
 
 def count_payout(stage: str, cents: int) -> None:

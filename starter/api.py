@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import db
@@ -73,6 +74,24 @@ class CarrierEventBody(BaseModel):
     tracking_number: str = Field(min_length=4, max_length=64)
     status: Literal["in_transit", "delivered", "exception"]
     at: datetime
+
+
+class GatewayObject(BaseModel):
+    id: str = Field(min_length=1, max_length=255)
+    status: str | None = None
+    failure_reason: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class GatewayEventData(BaseModel):
+    object: GatewayObject
+
+
+class GatewayEventEnvelope(BaseModel):
+    """The parts of a (signed) gateway event the API reads: without them the event is refused with 422."""
+    id: str = Field(min_length=1, max_length=255)
+    type: str
+    data: GatewayEventData
 
 
 class PayoutBody(BaseModel):
@@ -248,7 +267,10 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         payload = await request.body()
         if not x_carrier_signature or not verify_signature(s.carrier_webhook_secret, payload, x_carrier_signature):
             raise HTTPException(400, "bad or missing X-Carrier-Signature")
-        ev = CarrierEventBody.model_validate_json(payload)
+        try:
+            ev = CarrierEventBody.model_validate_json(payload)
+        except ValidationError as e:  # signed but malformed: 422 naming the field, not a 500
+            raise RequestValidationError(e.errors(include_url=False, include_context=False))
         pool = request.app.state.pool
         if await pool.fetchval("SELECT 1 FROM webhook_events WHERE source = 'carrier' AND event_id = $1", ev.event_id):
             return {"received": True, "duplicate": True}
@@ -268,6 +290,10 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
             event = verify_event(payload, stripe_signature, s.gateway_webhook_secret)
         except ValueError as e:
             raise HTTPException(400, f"bad signature or payload: {e}")
+        try:
+            GatewayEventEnvelope.model_validate(event)
+        except ValidationError as e:  # signed but not the event shape handle_gateway_event reads
+            raise RequestValidationError(e.errors(include_url=False, include_context=False))
         return await handle_gateway_event(request.app, event)
 
     return app

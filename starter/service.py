@@ -86,7 +86,8 @@ class CaseService:
         if row is None:
             raise NotFound(f"order {order_id} not found")
         order = order_from_row(row)
-        if actor.role == Role.seller or (actor.role == Role.customer and actor.id != order.customer_id):
+        # Only the order's customer opens a case (DESIGN.md section 2): not its seller, not care.
+        if actor.role != Role.customer or actor.id != order.customer_id:
             raise Forbidden("you may only ask for help on your own orders")
         existing = await self._open_case_row(order_id)
         if existing is not None:

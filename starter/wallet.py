@@ -64,7 +64,8 @@ async def get_payout(pool, actor: Actor, payout_id: str) -> dict:
     row = await pool.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
     if row is None:
         raise NotFound(f"payout {payout_id} not found")
-    if actor.role != Role.agent and actor.id != row["customer_id"]:
+    # (role, id) together: a seller or agent id equal to a customer id is not that customer.
+    if actor.role != Role.agent and (actor.role != Role.customer or actor.id != row["customer_id"]):
         raise Forbidden("this payout is not yours")
     return payout_view(row)
 

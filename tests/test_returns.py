@@ -355,8 +355,8 @@ async def test_duplicate_and_out_of_order_actions_change_nothing(ts_env, pool, c
     await wait_stage(handle, Stage.awaiting_refund_activation)
     await refused(CaseWorkflow.activate_refund, SimpleAction(actor=other), "Forbidden")
     await handle.execute_update(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)))
-    await refused(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)), "WrongStage")
     await wait_stage(handle, Stage.awaiting_bank_settlement)
+    await refused(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)), "WrongStage")
     assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
 
 

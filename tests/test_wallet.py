@@ -41,7 +41,7 @@ async def payout(ts_env, pool, party, cents, key=None, iban=IBAN_FR, bic=None):
     actor = Actor(role=Role.customer, id=party["customer_id"])
     view, created = await request_payout(pool, ts_env.client, TQ, Policy(), actor, amount_cents=cents,
                                          account_holder="Alice Martin", iban=iban, bic=bic, idempotency_key=key)
-    STARTED.append(ts_env.client.get_workflow_handle(view["payout_id"]))
+    STARTED.append(ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"]))
     return view, created
 
 
@@ -52,7 +52,7 @@ async def transfers_at_gateway(gateway_url, payout_id=None) -> list[dict]:
 
 
 async def wait_payout(ts_env, payout_id, stage: PayoutStage, timeout=15.0):
-    handle = ts_env.client.get_workflow_handle(payout_id)
+    handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, payout_id)
     for _ in range(int(timeout / 0.05)):
         try:
             s = await handle.query(PayoutWorkflow.get_state)
@@ -120,7 +120,7 @@ async def test_payout_settled_on_day_three(ts_env, pool, case_worker, gateway_sa
     s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
     assert s.expected_by == Policy().payout_settlement_deadline(await ts_env.get_current_time())
     await ts_env.sleep(timedelta(days=3))
-    handle = ts_env.client.get_workflow_handle(view["payout_id"])
+    handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"])
     await handle.signal(PayoutWorkflow.gateway_event, GatewayEvent(object_id=s.transfer_id, status="succeeded"))
     final = await handle.result()
     assert final.stage == PayoutStage.settled and not final.escalated
@@ -139,7 +139,7 @@ async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, p
     await jump_to(ts_env, s.expected_by - timedelta(hours=1))
     assert not any(view["payout_id"] in m["subject"] for m in mails_to(mail_sink, "care@marketplace.example"))
     await jump_to(ts_env, s.expected_by + timedelta(minutes=1))
-    handle = ts_env.client.get_workflow_handle(view["payout_id"])
+    handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"])
     for _ in range(200):
         if (await handle.query(PayoutWorkflow.get_state)).escalated:
             break
@@ -154,7 +154,7 @@ async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, ma
     view, _ = await payout(ts_env, pool, party, 2500, key="p-rej")
     s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
     assert (await wallet_of(pool, party["customer_id"]))["available_cents"] == 0
-    handle = ts_env.client.get_workflow_handle(view["payout_id"])
+    handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"])
     await handle.signal(PayoutWorkflow.gateway_event, GatewayEvent(object_id=s.transfer_id, status="failed",
                                                                    failure_reason="account_closed"))
     assert (await handle.result()).stage == PayoutStage.rejected
@@ -195,7 +195,7 @@ async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, po
                 pending.append((view["payout_id"], amount, s.transfer_id))
             elif pending:
                 payout_id, cents, transfer_id = pending.pop(0)
-                handle = ts_env.client.get_workflow_handle(payout_id)
+                handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, payout_id)
                 ok = op == "settle"
                 await handle.signal(PayoutWorkflow.gateway_event, GatewayEvent(
                     object_id=transfer_id, status="succeeded" if ok else "failed", failure_reason=None if ok else "x"))

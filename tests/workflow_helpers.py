@@ -32,7 +32,7 @@ async def state(handle: WorkflowHandle) -> CaseState:
     return await handle.query(CaseWorkflow.get_state)
 
 
-async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 15.0) -> CaseState:
+async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 30.0) -> CaseState:
     """Polls the case's query in real time (no time skipping) until predicate(state) holds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -48,7 +48,7 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 15.0) -> 
     raise AssertionError(f"condition not reached; last state: {last}")
 
 
-async def wait_stage(handle: WorkflowHandle, stage: Stage, timeout: float = 15.0) -> CaseState:
+async def wait_stage(handle: WorkflowHandle, stage: Stage, timeout: float = 30.0) -> CaseState:
     return await wait_for(handle, lambda s: s.stage == stage, timeout)
 
 
@@ -77,7 +77,7 @@ async def jump_to(env, moment: datetime) -> None:
         await env.client.test_service.unlock_time_skipping_with_sleep(req, timeout=timedelta(seconds=120))
 
 
-STARTED: list[WorkflowHandle] = []  # terminated after each test so old timers don't slow later jumps
+STARTED: list[WorkflowHandle] = []  # the test's workflows (histories recorded with RECORD_HISTORIES=1)
 
 
 def paris(d, hour: int = 10) -> datetime:

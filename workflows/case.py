@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
@@ -405,10 +405,10 @@ class CaseWorkflow:
     async def _forward(self, signal, arg=None) -> None:
         if self._child is None:
             raise ApplicationError("no step is waiting for this", {"stage": self.state.stage.value}, type=WRONG_STAGE)
-        if arg is None:
-            await self._child.signal(signal)
-        else:
-            await self._child.signal(signal, arg)
+        try:
+            await (self._child.signal(signal) if arg is None else self._child.signal(signal, arg))
+        except FailureError:  # the child ended between the validator and the signal
+            raise ApplicationError("that step has just ended", {"stage": self.state.stage.value}, type=WRONG_STAGE)
 
     # ================================================================ updates
     async def _act(self, name: str, stage: Stage, apply) -> ActionAnswer:
@@ -570,7 +570,10 @@ class CaseWorkflow:
         if self._outbound is not None and ev.tracking_number == self._outbound.tracking_number:
             self._outbound_delivered = self._outbound_delivered or ev.status == "delivered"
         elif self.state.stage == Stage.in_transit and self._child is not None:
-            await self._child.signal(ReturnShipmentWorkflow.carrier_event, ev)
+            try:
+                await self._child.signal(ReturnShipmentWorkflow.carrier_event, ev)
+            except FailureError:  # the return just ended (a duplicate "delivered"): nothing to do
+                pass
 
     @workflow.query
     def get_state(self) -> CaseState:

@@ -1,0 +1,168 @@
+"""The cases the benchmark drives, each from "Get help" to closed.
+
+(a) cancellation of a paid order: POST help-request → the case cancels the order, refunds the card
+    (refund child), the gateway sandbox settles after a moment and calls the API's signed webhook →
+    the API signals the refund → the case closes.
+(b) withdrawal of a delivered order: POST help-request → seller POSTs return-label → customer POSTs
+    shipment → seller POSTs receipt → seller POSTs refund-activation → settlement webhook → closed.
+(c) the baseline of each (bench/baseline.py), started and acted on with the Temporal client directly.
+
+A case is complete when its workflow returns (awaited with the Temporal client's long poll, which
+costs the API nothing).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench.seed import SeededOrder
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Counters:
+    conflicts: int = 0  # 409 answers retried (an action sent before the case reached its stage)
+    errors: list[str] = field(default_factory=list)
+
+
+def api_client(base_url: str, connections: int = 200) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, timeout=60,
+                             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+
+
+async def open_case(http: httpx.AsyncClient, order: SeededOrder, kind: str) -> str:
+    r = await http.post(f"/v1/orders/{order.order_id}/help-requests", json={"kind": kind},
+                        headers=bearer(order.customer_token))
+    if r.status_code != 201:
+        raise BenchError(f"help request on {order.order_id}: {r.status_code} {r.text[:300]}")
+    return r.json()["case_id"]
+
+
+async def act(http: httpx.AsyncClient, counters: Counters, case_id: str, path: str, token: str, body: dict,
+              timeout: float = 60) -> dict:
+    """POSTs an action, again after a short pause while the case is not in the stage yet (409)."""
+    end = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        r = await http.post(f"/v1/cases/{case_id}/{path}", json=body, headers=bearer(token))
+        if r.status_code == 200:
+            return r.json()
+        if r.status_code != 409 or time.monotonic() > end:
+            raise BenchError(f"{path} on {case_id}: {r.status_code} {r.text[:300]}")
+        counters.conflicts += 1
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+
+
+async def wait_closed(client, case_id: str, expected: str = "refunded") -> dict:
+    result = await client.get_workflow_handle(case_id).result()
+    outcome = result.get("outcome") if isinstance(result, dict) else getattr(result, "outcome", None)
+    if str(outcome) != expected:
+        raise BenchError(f"case {case_id} closed with {outcome!r}, expected {expected!r}")
+    return result
+
+
+async def cancellation_case(http, client, counters: Counters, order: SeededOrder) -> str:
+    case_id = await open_case(http, order, "cancellation")
+    await wait_closed(client, case_id)
+    return case_id
+
+
+async def withdrawal_case(http, client, counters: Counters, order: SeededOrder) -> str:
+    case_id = await open_case(http, order, "withdrawal")
+    tracking = f"RET{case_id[-10:]}"
+    await act(http, counters, case_id, "return-label", order.seller_token,
+              {"carrier": "Colissimo", "tracking_number": tracking, "label_url": "https://labels.example/r.pdf"})
+    await act(http, counters, case_id, "shipment", order.customer_token,
+              {"carrier": "Colissimo", "tracking_number": tracking})
+    await act(http, counters, case_id, "receipt", order.seller_token, {})
+    await act(http, counters, case_id, "refund-activation", order.seller_token, {})
+    await wait_closed(client, case_id)
+    return case_id
+
+
+@dataclass
+class LoadResult:
+    cases: int
+    seconds: float
+    concurrency: int
+    durations: list[float]
+    conflicts: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # component → CPU seconds during the run
+
+    @property
+    def per_second(self) -> float:
+        return self.cases / self.seconds if self.seconds else 0.0
+
+
+async def closed_loop(items: list, concurrency: int, run_one) -> tuple[float, list[float]]:
+    """`concurrency` clients, each taking the next item and running its case to the end, until none is
+    left. Returns (wall seconds, per-case seconds). The first error stops the run."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for it in items:
+        queue.put_nowait(it)
+    durations: list[float] = []
+
+    async def client_loop():
+        while True:
+            try:
+                it = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t0 = time.perf_counter()
+            await run_one(it)
+            durations.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(client_loop()) for _ in range(min(concurrency, len(items)))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return time.perf_counter() - start, durations
+
+
+async def baseline_case(client, counters: Counters, case_id: str, spec: dict, task_queue: str) -> str:
+    """A baseline case (bench/baseline.py) of the shape `spec`, started and acted on with the Temporal
+    client, the Updates retried while the case is not ready for them, as the API's callers do on 409."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    from workflows import search_attributes as sa
+
+    handle = await client.start_workflow(
+        "BaselineCase", spec, id=case_id, task_queue=task_queue,
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.CASE_KIND, "baseline"), SearchAttributePair(sa.CASE_STAGE, "opening"),
+            SearchAttributePair(sa.ORDER_ID, f"o-{case_id}"), SearchAttributePair(sa.SELLER_ID, "s"),
+            SearchAttributePair(sa.CUSTOMER_ID, "c"), SearchAttributePair(sa.ESCALATED, False),
+        ]),
+        static_summary=f"Baseline · {case_id}", static_details="Baseline case of the benchmark")
+    for name in spec["updates"]:
+        pause = 0.02
+        end = time.monotonic() + 60
+        while True:
+            try:
+                await handle.execute_update("act", name)
+                break
+            except WorkflowUpdateFailedError:
+                if time.monotonic() > end:
+                    raise
+                counters.conflicts += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, 0.2)
+    await handle.result()
+    return case_id
