@@ -31,3 +31,41 @@ class Settings:
 
 def settings() -> Settings:
     return Settings()
+
+
+class JsonLogFormatter:
+    """One JSON object per line, carrying the case id: from the Temporal activity/workflow context the
+    SDK attaches (`temporal_activity` / `temporal_workflow` extras) or an explicit `case_id` extra."""
+
+    def format(self, record) -> str:
+        import json
+        import re
+        from datetime import datetime, timezone
+
+        context = getattr(record, "temporal_activity", None) or getattr(record, "temporal_workflow", None) or {}
+        workflow_id = context.get("workflow_id")
+        case_id = getattr(record, "case_id", None) or (
+            re.sub(r"-(return|refund-\d+)$", "", workflow_id) if workflow_id else None)
+        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(), "level": record.levelname,
+                "logger": record.name, "msg": record.getMessage()}
+        if case_id:
+            line["case_id"] = case_id
+        if context.get("activity_type") or context.get("workflow_type"):
+            line["temporal"] = context.get("activity_type") or context.get("workflow_type")
+        if record.exc_info:
+            import logging
+
+            line["exc"] = logging.Formatter().formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging() -> None:
+    """Structured logs (LOG_FORMAT=json, the default) or plain text (LOG_FORMAT=text)."""
+    import logging
+
+    handler = logging.StreamHandler()
+    if os.environ.get("LOG_FORMAT", "json") == "json":
+        handler.setFormatter(JsonLogFormatter())  # type: ignore[arg-type]
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[handler], force=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -16,13 +15,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.cases import CaseActivities
 from activities.wallet import PayoutActivities, WalletActivities
-from config import Settings, settings
+from config import Settings, settings, setup_logging
 from workflows.case import CaseWorkflow
+from workflows.common import SellerWebhookWorkflow
 from workflows.payout import PayoutWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.return_shipment import ReturnShipmentWorkflow
 
-WORKFLOWS = [CaseWorkflow, ReturnShipmentWorkflow, RefundWorkflow, PayoutWorkflow]
+WORKFLOWS = [CaseWorkflow, ReturnShipmentWorkflow, RefundWorkflow, PayoutWorkflow, SellerWebhookWorkflow]
 # The pure core and pydantic are deterministic: pass them through the sandbox instead of
 # re-importing them for every workflow run (faster, and one set of model classes).
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "holidays", "activities", "config", "annotated_types")
@@ -45,8 +45,7 @@ def build_worker(client: Client, s: Settings, activities: CaseActivities | None 
 
 
 async def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     s = settings()
     runtime = None
     if s.metrics_bind:

@@ -65,7 +65,8 @@ class CaseActivities:
         self.http = http or httpx.AsyncClient(timeout=10)
 
     def all(self) -> list:
-        return [self.record_case_event, self.notify, self.set_order_status, self.refund_card]
+        return [self.record_case_event, self.notify, self.deliver_seller_webhook, self.set_order_status,
+                self.refund_card]
 
     @activity.defn
     async def record_case_event(self, ev: TimelineEvent) -> None:
@@ -95,10 +96,18 @@ class CaseActivities:
             count_case_event(ev)
 
     @activity.defn
-    async def notify(self, n: Notification) -> None:
+    async def notify(self, n: Notification) -> bool:
+        """Sends the email; True when the recipient is a seller with a webhook to call as well (the
+        workflow then delivers it separately, so a failing seller endpoint never holds the case)."""
         pool = await db.get_pool()
-        email, webhook_url, webhook_secret = await self._recipient(pool, n.recipient_role, n.recipient_id)
+        email, webhook_url, _ = await self._recipient(pool, n.recipient_role, n.recipient_id)
         await self._send_email_once(pool, n, email)
+        return bool(webhook_url)
+
+    @activity.defn
+    async def deliver_seller_webhook(self, n: Notification) -> None:
+        pool = await db.get_pool()
+        _, webhook_url, webhook_secret = await self._recipient(pool, n.recipient_role, n.recipient_id)
         if webhook_url:
             await self._send_webhook_once(pool, n, webhook_url, webhook_secret or "")
 
@@ -221,4 +230,5 @@ class CaseActivities:
             """UPDATE refunds SET gateway_refund_id = $2, status = $3, updated_at = now()
                WHERE idempotency_key = $1""",
             req.idempotency_key, refund["id"], refund["status"])
+        activity.logger.info("refund %s of %s cents accepted by the gateway", refund["id"], req.amount.cents)
         return RefundResult(refund_id=refund["id"], status=refund["status"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=None, help="concurrent clients of the throughput runs")
     p.add_argument("--only", default=None, help=f"comma-separated phases among {','.join(PHASES)}")
     p.add_argument("--no-tuning", action="store_true", help="skip the tuning variants")
+    p.add_argument("--worker-knobs", default="{}",
+                   help='JSON temporalio Worker arguments for every worker, e.g. \'{"max_cached_workflows": 2000}\' '
+                        '(+ "runner": sandbox|passthrough_all|unsandboxed); default: worker.py as it is')
+    p.add_argument("--worker-pool", type=int, default=None, help="DATABASE_POOL_SIZE of the workers")
     p.add_argument("--write", action="store_true", help="write BENCHMARKS.md even for --quick / --only")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.concurrency = a.concurrency
     if a.no_tuning:
         cfg.tuning = False
+    cfg.worker_knobs = json.loads(a.worker_knobs)
+    cfg.worker_pool = a.worker_pool
     phases = [x.strip() for x in a.only.split(",")] if a.only else list(PHASES)
     unknown = set(phases) - set(PHASES)
     if unknown:

@@ -49,23 +49,36 @@ def tree_cpu(roots: dict[str, list[int]], flat: tuple[str, ...] = ("driver",)) -
     return result
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all CPUs), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
 class CpuMeter:
-    """CPU used by each component between start() and stop()."""
+    """CPU used by each component between start() and stop(), and by the rest of the machine ("others":
+    processes that are not part of the benchmark, e.g. someone else's test run)."""
 
     def __init__(self, roots_fn):
         self.roots_fn = roots_fn  # () -> {component: [root pids]}, read at start and stop
         self.before: dict[str, float] = {}
+        self.busy = 0.0
         self.t0 = 0.0
 
     def start(self) -> "CpuMeter":
         self.before = tree_cpu(self.roots_fn())
+        self.busy = machine_busy()
         self.t0 = time.perf_counter()
         return self
 
     def stop(self) -> tuple[dict[str, float], float]:
         after = tree_cpu(self.roots_fn())
+        busy = machine_busy() - self.busy
         wall = time.perf_counter() - self.t0
-        return {k: max(0.0, after.get(k, 0.0) - self.before.get(k, 0.0)) for k in after}, wall
+        used = {k: max(0.0, after.get(k, 0.0) - self.before.get(k, 0.0)) for k in after}
+        used["others"] = max(0.0, busy - sum(used.values()))
+        return used, wall
 
 
 def rss_mib(pid: int) -> float:

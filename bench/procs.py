@@ -7,7 +7,8 @@
         the baseline workflows (bench/baseline.py) with no-op activities, built the same way
 
 Knobs are temporalio Worker keyword arguments, plus two of the benchmark's own:
-  "runner": "sandbox" (default, worker.workflow_runner()) | "unsandboxed" | "passthrough_all"
+  "runner": "sandbox" (default, worker.workflow_runner()) | "passthrough_workflows" (worker.PASSTHROUGH plus
+            the workflow modules: not re-imported for each run) | "passthrough_all" | "unsandboxed"
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def _runner(name: str):
         return worker.workflow_runner()
     if name == "unsandboxed":
         return UnsandboxedWorkflowRunner()
+    if name == "passthrough_workflows":  # worker.PASSTHROUGH + the workflow modules themselves
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            *worker.PASSTHROUGH, "workflows", "bench"))
     if name == "passthrough_all":
         return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
     raise SystemExit(f"unknown runner {name!r}")

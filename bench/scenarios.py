@@ -21,6 +21,11 @@ import httpx
 from bench.seed import SeededOrder
 
 
+# An action refused because the case is not in its stage yet (409; a rejected Update for the baseline) is
+# tried again this long after the previous attempt started, for the real and the baseline cases alike.
+RETRY_EVERY = 0.1
+
+
 class BenchError(RuntimeError):
     pass
 
@@ -50,18 +55,17 @@ async def open_case(http: httpx.AsyncClient, order: SeededOrder, kind: str) -> s
 
 async def act(http: httpx.AsyncClient, counters: Counters, case_id: str, path: str, token: str, body: dict,
               timeout: float = 60) -> dict:
-    """POSTs an action, again after a short pause while the case is not in the stage yet (409)."""
+    """POSTs an action, again every RETRY_EVERY seconds while the case is not in the stage yet (409)."""
     end = time.monotonic() + timeout
-    pause = 0.02
     while True:
+        t0 = time.monotonic()
         r = await http.post(f"/v1/cases/{case_id}/{path}", json=body, headers=bearer(token))
         if r.status_code == 200:
             return r.json()
         if r.status_code != 409 or time.monotonic() > end:
             raise BenchError(f"{path} on {case_id}: {r.status_code} {r.text[:300]}")
         counters.conflicts += 1
-        await asyncio.sleep(pause)
-        pause = min(pause * 1.5, 0.2)
+        await asyncio.sleep(max(0.0, t0 + RETRY_EVERY - time.monotonic()))
 
 
 async def wait_closed(client, case_id: str, expected: str = "refunded") -> dict:
@@ -99,10 +103,18 @@ class LoadResult:
     durations: list[float]
     conflicts: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # component → CPU seconds during the run
+    case_ids: list[str] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
         return self.cases / self.seconds if self.seconds else 0.0
+
+    def add(self, other: "LoadResult") -> "LoadResult":
+        """Two runs of the same kind as one (cases, seconds and CPU summed)."""
+        return LoadResult(cases=self.cases + other.cases, seconds=self.seconds + other.seconds,
+                          concurrency=self.concurrency, durations=self.durations + other.durations,
+                          conflicts=self.conflicts + other.conflicts, case_ids=self.case_ids + other.case_ids,
+                          cpu={k: self.cpu.get(k, 0.0) + other.cpu.get(k, 0.0) for k in {*self.cpu, *other.cpu}})
 
 
 async def closed_loop(items: list, concurrency: int, run_one) -> tuple[float, list[float]]:
@@ -152,9 +164,9 @@ async def baseline_case(client, counters: Counters, case_id: str, spec: dict, ta
         ]),
         static_summary=f"Baseline · {case_id}", static_details="Baseline case of the benchmark")
     for name in spec["updates"]:
-        pause = 0.02
         end = time.monotonic() + 60
         while True:
+            t0 = time.monotonic()
             try:
                 await handle.execute_update("act", name)
                 break
@@ -162,7 +174,6 @@ async def baseline_case(client, counters: Counters, case_id: str, spec: dict, ta
                 if time.monotonic() > end:
                     raise
                 counters.conflicts += 1
-                await asyncio.sleep(pause)
-                pause = min(pause * 1.5, 0.2)
+                await asyncio.sleep(max(0.0, t0 + RETRY_EVERY - time.monotonic()))
     await handle.result()
     return case_id

@@ -167,15 +167,17 @@ class Stack:
         await self._wait_port(self.ports["smtp"], "smtp")
         return self
 
-    async def start_api(self, pool_size: int | None = None) -> None:
+    async def start_api(self, pool_size: int | None = None, processes: int = 1) -> None:
+        """The API as `make api` / the Dockerfile run it (uvicorn starter.api:app), on a free port."""
         if self.api is not None:
-            self.api.stop()
+            await asyncio.to_thread(self.api.stop)
             self.procs.remove(self.api)
         extra = {"DATABASE_POOL_SIZE": str(pool_size)} if pool_size else {}
+        more = ["--workers", str(processes)] if processes > 1 else []
         self.api = self.spawn("api", [PY, "-m", "uvicorn", "starter.api:app", "--host", HOST,
                                       "--port", str(self.ports["api"]), "--log-level", "warning", "--no-access-log",
                                       # longer than a case: the clients keep their connections between steps
-                                      "--timeout-keep-alive", "300"],
+                                      "--timeout-keep-alive", "300", *more],
                               self.env(**extra))
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient(timeout=2) as http:
@@ -208,11 +210,13 @@ class Stack:
 
     # ------------------------------------------------------------------ workers
     async def start_workers(self, count: int = 1, *, baseline: bool = False, knobs: dict | None = None,
-                            pool_size: int | None = None) -> list[Proc]:
-        """`count` worker subprocesses. Real workers without knobs run `worker.py` itself; baseline workers
-        and tuned real workers run bench/procs.py, which builds the worker the same way (worker.build_worker /
-        worker.workflow_runner) and passes the knobs to temporalio's Worker."""
-        await self.stop_workers()
+                            pool_size: int | None = None, replace: bool = True) -> list[Proc]:
+        """`count` worker subprocesses (replacing those running, unless `replace` is False). Real workers
+        without knobs run `worker.py` itself; baseline workers and tuned real workers run bench/procs.py,
+        which builds the worker the same way (worker.build_worker / worker.workflow_runner) and passes the
+        knobs to temporalio's Worker."""
+        if replace:
+            await self.stop_workers()
         queue = BASELINE_QUEUE if baseline else TASK_QUEUE
         extra = {"DATABASE_POOL_SIZE": str(pool_size)} if pool_size else {}
         for i in range(count):
@@ -232,7 +236,7 @@ class Stack:
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
         deadline = time.monotonic() + timeout
-        alive_ids = {str(w.pid) for w in self.workers}
+        alive_ids = {str(w.pid) for w in self.workers if ("baseline" in w.name) == (queue == BASELINE_QUEUE)}
         while True:
             for w in self.workers:
                 self._check(w)

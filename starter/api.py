@@ -1,16 +1,19 @@
 """HTTP API of the after-sales cases: customers, sellers and care agents with bearer tokens;
 the payment gateway with signed webhooks. Errors: 401 no/bad token, 403 not yours, 404 unknown,
 409 wrong stage (with the stage), 422 invalid input (naming the field)."""
+import json
 import logging
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Path as PathParam, Request, Response, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.datastructures import Headers
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import db
@@ -41,70 +44,154 @@ from starter.wallet import get_payout, request_payout, wallet_view
 log = logging.getLogger("api")
 
 
-class HelpRequest(BaseModel):
+def _unstorable(value) -> bool:
+    """Text PostgreSQL cannot store: a NUL character or an unpaired surrogate (not UTF-8 encodable)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+class Body(BaseModel):
+    """Request and webhook bodies: text PostgreSQL cannot store is a 422 naming the field, not a 500."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value):
+        if _unstorable(value):
+            raise ValueError("text must be UTF-8 without NUL characters")
+        return value
+
+
+# Ids in paths: no control characters (PostgreSQL refuses NUL), so a hostile id is a 422, not a 500.
+Id = Annotated[str, PathParam(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class HelpRequest(Body):
     kind: CaseKind
     category: DefectCategory | None = None
     description: str | None = Field(None, max_length=5000)
 
 
-class DecisionBody(BaseModel):
+class DecisionBody(Body):
     # One flat list so a bad value is reported on the field itself; the case checks it fits its kind.
     decision: Literal[tuple(d.value for d in (*CancellationDecision, *ClaimDecision))]  # type: ignore[valid-type]
     reason: str | None = Field(None, max_length=2000)
     partial_amount_cents: int | None = Field(None, gt=0)
 
 
-class LabelBody(BaseModel):
+class LabelBody(Body):
     carrier: str = Field(min_length=2, max_length=40)
     tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
     label_url: str = Field(min_length=8, max_length=500, pattern=r"^https?://")
 
 
-class ShipmentBody(BaseModel):
+class ShipmentBody(Body):
     carrier: str = Field(min_length=2, max_length=40)
     tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
 
 
-class NoteBody(BaseModel):
+class NoteBody(Body):
     note: str | None = Field(None, max_length=2000)
 
 
-class CarrierEventBody(BaseModel):
+class CarrierEventBody(Body):
     event_id: str = Field(min_length=1, max_length=100)
     tracking_number: str = Field(min_length=4, max_length=64)
     status: Literal["in_transit", "delivered", "exception"]
     at: datetime
 
 
-class GatewayObject(BaseModel):
+class GatewayObject(Body):
     id: str = Field(min_length=1, max_length=255)
     status: str | None = None
     failure_reason: str | None = None
     metadata: dict[str, str] | None = None
 
 
-class GatewayEventData(BaseModel):
+class GatewayEventData(Body):
     object: GatewayObject
 
 
-class GatewayEventEnvelope(BaseModel):
+class GatewayEventEnvelope(Body):
     """The parts of a (signed) gateway event the API reads: without them the event is refused with 422."""
     id: str = Field(min_length=1, max_length=255)
     type: str
     data: GatewayEventData
 
 
-class PayoutBody(BaseModel):
+class PayoutBody(Body):
     amount_cents: int = Field(gt=0, le=10_000_000)
     account_holder: str = Field(min_length=2, max_length=140)
     iban: str = Field(min_length=15, max_length=42)
     bic: str | None = Field(None, min_length=8, max_length=11)
 
 
-class CareBody(BaseModel):
+class CareBody(Body):
     resolution: CareResolution
     reason: str = Field(min_length=3, max_length=2000)
     extend_hours: int | None = Field(None, gt=0, le=24 * 60)
+
+
+JSON_BODY_LIMIT = 64 * 1024  # every JSON body of the API (webhooks included) is a few KiB
+MULTIPART_FRAMING = 1024 * 1024  # room for the multipart boundaries and headers around one photo
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over {limit} bytes")
+
+
+class BodySizeLimit:
+    """Refuses a request body over its limit with 413: on the declared Content-Length before reading anything,
+    and on the bytes actually received (a chunked body declares none). JSON bodies are small; a multipart
+    upload may carry one photo of the policy's maximum size."""
+
+    def __init__(self, app, *, json_limit: int, multipart_limit: int):
+        self.app, self.json_limit, self.multipart_limit = app, json_limit, multipart_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        multipart = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.multipart_limit if multipart else self.json_limit
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(limit, scope, receive, send)
+        received, started = 0, False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)  # FastAPI lets an HTTPException met while reading the body through
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLarge:  # raised where no exception handler was around (e.g. an endpoint's own read)
+            if started:
+                raise
+            await self._refuse(limit, scope, receive, send)
+
+    @staticmethod
+    async def _refuse(limit: int, scope, receive, send):
+        await JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)(scope, receive, send)
 
 
 def _service(request: Request) -> CaseService:
@@ -131,6 +218,7 @@ def require(who: Actor, role: Role, what: str) -> None:
 
 def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     s = s or settings()
+    policy = load_policy()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -138,10 +226,18 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
 
         app.state.pool = await db.get_pool()
         app.state.temporal = temporal_client or await connect(s)
-        app.state.service = CaseService(app.state.pool, app.state.temporal, s.task_queue, load_policy())
+        app.state.service = CaseService(app.state.pool, app.state.temporal, s.task_queue, policy)
         yield
 
     app = FastAPI(title="After-sales cases", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, json_limit=JSON_BODY_LIMIT,
+                       multipart_limit=policy.attachment_max_bytes + MULTIPART_FRAMING)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(_: Request, e: RequestValidationError):
+        # FastAPI's own 422, ASCII-escaped: an echoed input holding an unpaired surrogate is not UTF-8 encodable.
+        return Response(json.dumps({"detail": jsonable_encoder(e.errors())}, ensure_ascii=True, separators=(",", ":")),
+                        status_code=422, media_type="application/json")
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, e: ServiceError):
@@ -168,9 +264,11 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         return {"status": "ready"}
 
     @app.post("/v1/orders/{order_id}/help-requests", status_code=201)
-    async def open_help_request(order_id: str, body: HelpRequest, who: Who, svc: Svc):
+    async def open_help_request(order_id: Id, body: HelpRequest, who: Who, svc: Svc):
         case, created = await svc.open_case(who, order_id, body.kind, category=body.category,
                                             description=body.description)
+        log.info("help request on %s by %s: %s", order_id, who.id, "opened" if created else "already open",
+                 extra={"case_id": case["case_id"]})
         return JSONResponse(case, status_code=201 if created else 200)
 
     @app.get("/v1/cases")
@@ -178,65 +276,65 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         return {"cases": await svc.list_cases(who)}
 
     @app.get("/v1/cases/{case_id}")
-    async def get_case(case_id: str, who: Who, svc: Svc):
+    async def get_case(case_id: Id, who: Who, svc: Svc):
         return await svc.get_case(who, case_id)
 
     @app.post("/v1/cases/{case_id}/decision")
-    async def decide(case_id: str, body: DecisionBody, who: Who, svc: Svc):
+    async def decide(case_id: Id, body: DecisionBody, who: Who, svc: Svc):
         require(who, Role.seller, "decides")
         req = DecisionRequest(actor=who, decision=body.decision, reason=body.reason,
                               partial_amount_cents=body.partial_amount_cents)
         return await svc.act(who, case_id, "decide", req)
 
     @app.post("/v1/cases/{case_id}/care")
-    async def care(case_id: str, body: CareBody, who: Who, svc: Svc):
+    async def care(case_id: Id, body: CareBody, who: Who, svc: Svc):
         require(who, Role.agent, "resolves escalations")
         req = CareRequest(actor=who, **body.model_dump())
         return await svc.act(who, case_id, "care_resolve", req)
 
     @app.post("/v1/cases/{case_id}/attachments", status_code=201)
-    async def upload_photo(case_id: str, who: Who, svc: Svc, file: UploadFile = File(...)):
+    async def upload_photo(case_id: Id, who: Who, svc: Svc, file: UploadFile = File(...)):
         # Read at most one byte past the limit: a huge upload is refused without being held in memory.
         content = await file.read(svc.policy.attachment_max_bytes + 1)
         return await add_attachment(svc, who, case_id, file.filename, content, s.attachments_dir)
 
     @app.post("/v1/cases/{case_id}/return-label")
-    async def return_label(case_id: str, body: LabelBody, who: Who, svc: Svc):
+    async def return_label(case_id: Id, body: LabelBody, who: Who, svc: Svc):
         require(who, Role.seller, "issues return labels")
         return await svc.act(who, case_id, "issue_return_label", LabelRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/label-missing")
-    async def label_missing(case_id: str, body: NoteBody, who: Who, svc: Svc):
+    async def label_missing(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.customer, "reports a missing label")
         return await svc.act(who, case_id, "report_label_missing", SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/shipment")
-    async def shipment(case_id: str, body: ShipmentBody, who: Who, svc: Svc):
+    async def shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
         require(who, Role.customer, "reports the return shipment")
         return await svc.act(who, case_id, "report_shipment", ShipmentRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/receipt")
-    async def receipt(case_id: str, body: NoteBody, who: Who, svc: Svc):
+    async def receipt(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "confirms receipt")
         return await svc.act(who, case_id, "confirm_receipt", SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/refund-activation")
-    async def refund_activation(case_id: str, body: NoteBody, who: Who, svc: Svc):
+    async def refund_activation(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "activates refunds")
         return await svc.act(who, case_id, "activate_refund", SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/outbound-shipment")
-    async def outbound_shipment(case_id: str, body: ShipmentBody, who: Who, svc: Svc):
+    async def outbound_shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
         require(who, Role.seller, "ships replacements")
         return await svc.act(who, case_id, "ship_outbound", ShipmentRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/outbound-impossible")
-    async def outbound_impossible(case_id: str, body: NoteBody, who: Who, svc: Svc):
+    async def outbound_impossible(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "declares exchange and repair impossible")
         return await svc.act(who, case_id, "declare_impossible", SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/withdraw")
-    async def withdraw(case_id: str, body: NoteBody, who: Who, svc: Svc):
+    async def withdraw(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.customer, "withdraws the request")
         return await svc.act(who, case_id, "withdraw", SimpleAction(actor=who, note=body.note))
 
@@ -253,7 +351,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         return JSONResponse(view, status_code=201 if created else 200)
 
     @app.get("/v1/wallet/payouts/{payout_id}")
-    async def payout_status(payout_id: str, who: Who, svc: Svc):
+    async def payout_status(payout_id: Id, who: Who, svc: Svc):
         return await get_payout(svc.pool, who, payout_id)
 
     @app.get("/v1/escalations")
@@ -270,7 +368,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         try:
             ev = CarrierEventBody.model_validate_json(payload)
         except ValidationError as e:  # signed but malformed: 422 naming the field, not a 500
-            raise RequestValidationError(e.errors(include_url=False, include_context=False))
+            raise RequestValidationError(e.errors(include_url=False, include_context=False, include_input=False))
         pool = request.app.state.pool
         if await pool.fetchval("SELECT 1 FROM webhook_events WHERE source = 'carrier' AND event_id = $1", ev.event_id):
             return {"received": True, "duplicate": True}
@@ -290,10 +388,12 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
             event = verify_event(payload, stripe_signature, s.gateway_webhook_secret)
         except ValueError as e:
             raise HTTPException(400, f"bad signature or payload: {e}")
+        except (AttributeError, TypeError):  # signed, but not a JSON object: Stripe's parser assumes one
+            raise HTTPException(400, "bad event payload: not a JSON object")
         try:
             GatewayEventEnvelope.model_validate(event)
         except ValidationError as e:  # signed but not the event shape handle_gateway_event reads
-            raise RequestValidationError(e.errors(include_url=False, include_context=False))
+            raise RequestValidationError(e.errors(include_url=False, include_context=False, include_input=False))
         return await handle_gateway_event(request.app, event)
 
     return app

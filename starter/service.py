@@ -6,6 +6,7 @@ workflow start.
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import datetime, timezone
 
@@ -37,6 +38,14 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra
+
+
+class Accepted(ServiceError):
+    """Not an error: the action was taken but its result is not known yet."""
+    status = 202
+
+
+ACTION_ANSWER_TIMEOUT_SECONDS = 15
 
 
 class NotFound(ServiceError):
@@ -230,9 +239,14 @@ class CaseService:
             raise Conflict("the case is closed", stage=Stage.closed.value)
         handle = self.temporal.get_workflow_handle(case_id)
         try:
-            return await handle.execute_update(update, payload, result_type=ActionAnswer)
+            # The answer comes once the case has moved on; a case slow to do so (an outage of the
+            # database or the gateway) must not hold the HTTP request: 202, the action goes on.
+            return await asyncio.wait_for(handle.execute_update(update, payload, result_type=ActionAnswer),
+                                          ACTION_ANSWER_TIMEOUT_SECONDS)
         except WorkflowUpdateFailedError as e:
             raise _service_error(e.cause) from e
+        except asyncio.TimeoutError:
+            raise Accepted("accepted: the case is applying it; GET the case for its stage", stage=row["stage"])
 
 
 def _service_error(cause: BaseException | None) -> ServiceError:

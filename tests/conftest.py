@@ -157,9 +157,10 @@ async def _record_histories(env, test_name: str) -> None:
 
     HISTORIES_DIR.mkdir(exist_ok=True)
     for handle in STARTED:
-        for suffix in ("", "-return", "-refund-1", "-refund-2"):
+        for suffix in ("", "-return", "-refund-1", "-refund-2", ":decision-asked"):
+            workflow_id = f"webhook-{handle.id}{suffix}" if suffix.startswith(":") else handle.id + suffix
             try:
-                history = await env.client.get_workflow_handle(handle.id + suffix).fetch_history()
+                history = await env.client.get_workflow_handle(workflow_id).fetch_history()
             except Exception:  # that child never started
                 continue
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test_name}{suffix}")

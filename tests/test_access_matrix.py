@@ -550,6 +550,41 @@ async def test_allowed_role_in_the_wrong_stage_gets_409_naming_the_stage(api, po
     assert await fingerprint(w) == before
 
 
+WRONG_STAGE = {  # action -> (a case where it does not fit, its stage, a body that is valid otherwise)
+    "/decision": (withdrawal_awaiting_label, "awaiting_return_label", None),
+    "/care": (cancellation_awaiting_decision, "awaiting_seller_decision",
+              {"resolution": "force_refund", "reason": "Not escalated yet."}),
+    "/attachments": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/return-label": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/label-missing": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/shipment": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/receipt": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/refund-activation": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/outbound-shipment": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/outbound-impossible": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
+    "/withdraw": (withdrawal_in_transit, "in_transit", None),  # the parcel is on its way: too late
+}
+
+
+def test_every_case_action_has_a_wrong_stage_case():
+    assert {r.path.removeprefix(C) for r in CASE_ACTIONS} == set(WRONG_STAGE)
+
+
+@pytest.mark.parametrize("row", CASE_ACTIONS, ids=lambda r: r.id)
+async def test_allowed_role_on_an_open_case_in_another_stage_gets_409_naming_it(api, pool, agent_token, row: Row):
+    setup, stage, body = WRONG_STAGE[row.path.removeprefix(C)]
+    w = await make_world(api, pool, agent_token)
+    case_id = await setup(w)
+    before = await fingerprint(w)
+    if body is not None:
+        row = replace(row, body=body)
+    for role in row.allowed:
+        r = await row.request(w, row.url(case_id), role)
+        assert r.status_code == 409, f"{role}: {r.status_code} {r.text}"
+        assert r.json()["stage"] == stage, r.text
+    assert await fingerprint(w) == before
+
+
 # ----------------------------------------------------------------------------- tokens
 @pytest.mark.parametrize("header", ["Basic Y2FyZV8xOnNlY3JldA==", "Bearer", "bearer", "Token abc",
                                     "Bearer a b c", "Bearer " + "x" * 5000])

@@ -7,8 +7,10 @@ from datetime import date, timedelta
 import holidays
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 from temporalio.client import WorkflowUpdateFailedError
 
+from activities.cases import verify_signature
 from domain import calendar
 from domain.models import (
     Actor,
@@ -21,6 +23,7 @@ from domain.models import (
     Stage,
 )
 from domain.policy import Policy
+from tests.conftest import ServedApp, free_port
 from tests.support import make_order, make_party, order_total
 from tests.workflow_helpers import (
     jump_to,
@@ -254,3 +257,38 @@ async def test_refund_retried_after_the_gateway_accepted_moves_money_once(ts_env
     assert attempts == [2]
     await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
     assert (await handle.result()).outcome == Outcome.refunded
+
+
+async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the_case(ts_env, pool, case_worker):
+    received = []
+    hook = FastAPI()
+
+    @hook.post("/hook")
+    async def receive(request: Request):
+        body = await request.body()
+        received.append((body, request.headers["X-Aftersales-Signature"], request.headers["Idempotency-Key"]))
+        return {"ok": True}
+
+    served = await ServedApp(hook).start()
+    try:
+        good = await make_party(pool, seller_webhook_url=f"{served.url}/hook", seller_webhook_secret="s3cret")
+        handle = await start_case(ts_env, pool, TQ, await make_order(pool, good, "validated"))
+        await wait_stage(handle, Stage.awaiting_seller_decision)
+        for _ in range(100):
+            if received:
+                break
+            await __import__("asyncio").sleep(0.05)
+        body, signature, key = received[0]
+        assert verify_signature("s3cret", body, signature) and not verify_signature("other", body, signature)
+        assert key == f"{handle.id}:decision-asked"
+        assert __import__("json").loads(body)["event"] == "cancellation.requested"
+    finally:
+        await served.stop()
+
+    # A seller whose endpoint is down: the case goes on regardless (the webhook retries on its own).
+    down = await make_party(pool, seller_webhook_url=f"http://127.0.0.1:{free_port()}/hook", seller_webhook_secret="x")
+    handle = await start_case(ts_env, pool, TQ, await make_order(pool, down, "validated"))
+    await wait_stage(handle, Stage.awaiting_seller_decision)
+    answer = await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
+        actor=Actor(role=Role.seller, id=down["seller_id"]), decision="refuse"))
+    assert answer.stage == Stage.closed

@@ -65,6 +65,10 @@ PAYOUTS_AWAITING_SETTLEMENT = "CaseKind = 'payout' AND CaseStage = 'awaiting_ban
 WAITING_FOR_CARE = "ExecutionStatus = 'Running' AND CaseStage = 'awaiting_care'"
 OVERDUE = "ExecutionStatus = 'Running' AND NextDeadline < '{now}'"
 CUSTOMER_CASES = "CustomerId = '{customer_id}'"
+SELLER_STAGES = "('awaiting_seller_decision', 'awaiting_return_label', 'awaiting_refund_activation', 'awaiting_outbound_shipment')"
+WAITING_FOR_SELLERS = "ExecutionStatus = 'Running' AND CaseStage IN " + SELLER_STAGES
+SELLER_TODO = "ExecutionStatus = 'Running' AND SellerId = '{seller_id}' AND CaseStage IN " + SELLER_STAGES
+LARGE_REFUNDS = "CaseKind != 'payout' AND RefundAmountCents >= {cents}"
 ORDER_CASES = "OrderId = '{order_id}'"
 
 
@@ -186,13 +190,17 @@ async def listed(client: Client, query: str) -> set[str]:
     return {w.id async for w in client.list_workflows(query)}
 
 
-async def until_listed(client: Client, query: str, expected: set[str], timeout: float = 10.0) -> set[str]:
-    """The ids the query returns, polled until they are `expected` (visibility lags behind the
-    workflows) or `timeout` seconds passed; the caller asserts."""
+async def until_listed(client: Client, query: str, expected: set[str], timeout: float = 10.0,
+                       scope: set[str] | None = None) -> set[str]:
+    """The ids the query returns (those in `scope` when given: a filter that also matches closed
+    workflows of other tests), polled until they are `expected` (visibility lags behind the workflows)
+    or `timeout` seconds passed; the caller asserts."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
         got = await listed(client, query)
+        if scope is not None:
+            got &= scope
         if got == expected or loop.time() > end:
             return got
         await asyncio.sleep(0.2)
@@ -272,7 +280,6 @@ async def test_operator_filters(ops, pool):
         warranty_to_care(),
         wallet_and_payouts(),
     )
-    # The tracking numbers arrive as the case leaves in_transit for the refund activation.
     activation = {n: await wait_stage(c[f"activation{n}"], Stage.awaiting_refund_activation) for n in (1, 2, 3)}
     assert (await wait_stage(c["shipment"], Stage.awaiting_shipment)).deadline
     states = {k: await state(h) for k, h in c.items()}
@@ -297,11 +304,12 @@ async def test_operator_filters(ops, pool):
     assert ids["shipment"] not in overdue  # 14 days
     assert await until_listed(ops.client, OVERDUE.format(now=rfc3339(passed)), overdue) == overdue
 
-    # Escalated cases: open ones exactly; all of them (closed included) contain ours and no other of ours.
+    # Escalated cases: open ones exactly; all of them (closed included: other tests' too) among ours.
+    ours = set(ids.values()) | {payout_waiting.id, payout_settled.id}
     escalated = {ids["label_missing"], ids["care"]}
     assert {k for k, s in states.items() if s.escalated} == {"label_missing", "care"}
     assert await until_listed(ops.client, ESCALATED_OPEN, escalated) == escalated
-    assert (await listed(ops.client, ESCALATED)) & set(ids.values()) == escalated
+    assert await until_listed(ops.client, ESCALATED, escalated, scope=ours) == escalated
     assert await until_listed(ops.client, WAITING_FOR_CARE, {ids["care"]}) == {ids["care"]}
 
     # One seller's cases (the children and payouts carry no SellerId), and its open ones.
@@ -311,6 +319,18 @@ async def test_operator_filters(ops, pool):
     assert await until_listed(ops.client, SELLER_OPEN_CASES.format(seller_id=b["seller_id"]), b_open) == b_open
     a_cases = set(ids.values()) - b_cases
     assert await until_listed(ops.client, SELLER_CASES.format(seller_id=a["seller_id"]), a_cases) == a_cases
+
+    # Waiting for a seller's action, all sellers and one seller.
+    at_sellers = {ids[k] for k in ("activation1", "activation2", "activation3", "label_missing", "decision")}
+    assert await until_listed(ops.client, WAITING_FOR_SELLERS, at_sellers) == at_sellers
+    b_todo = {ids["label_missing"], ids["decision"]}
+    assert await until_listed(ops.client, SELLER_TODO.format(seller_id=b["seller_id"]), b_todo) == b_todo
+
+    # Refunds of at least 200 EUR (the three activations and the cancelled order; not the partial
+    # refund to the wallet, nor the payouts, whose amount is in the same attribute).
+    large = {ids[k] for k, s in states.items() if s.refund_cents >= 20000}
+    assert large == {ids[k] for k in ("activation1", "activation2", "activation3", "settlement")}
+    assert await until_listed(ops.client, LARGE_REFUNDS.format(cents=20000), large, scope=ours) == large
 
     # One customer: cases and wallet payouts. One order: its case.
     b_all = b_cases | {payout_waiting.id, payout_settled.id}
@@ -438,26 +458,3 @@ def test_each_missed_deadline_counts_once(monkeypatch):
         ("defect", "awaiting_seller_decision"), ("defect", "awaiting_outbound_shipment"),
         ("defect", "awaiting_photos"),
     ]
-
-
-async def test_zz_scratch_hook(ops, pool, test_settings):
-    from fastapi import FastAPI, Request
-    from tests.conftest import ServedApp
-    from activities.cases import CaseActivities
-    from domain.models import Notification
-    hook = FastAPI()
-    got = []
-
-    @hook.post("/hook")
-    async def receive(request: Request):
-        got.append((dict(request.headers), (await request.body()).decode()))
-        return {"ok": True}
-    hooksrv = await ServedApp(hook).start()
-    acts = CaseActivities(test_settings)
-    n = Notification(message_key="case_x:label-asked", recipient_role=Role.seller, recipient_id="s1", subject="Return label needed", body="Issue a label", case_id="case_x", event="return.label_requested")
-    try:
-        await acts._send_webhook_once(pool, n, f"{hooksrv.url}/hook", "whsec_seller_demo")
-    except Exception as e:
-        import traceback; traceback.print_exc()
-    print("GOT", got)
-    await hooksrv.stop()

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from temporalio import workflow
+from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -33,11 +34,30 @@ async def send(case_id: str, key: str, role: Role, recipient: str, subject: str,
     n = Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
                      subject=subject, body=body, case_id=case_id, event=event)
     try:
-        await workflow.execute_activity_method(CaseActivities.notify, n, summary=f"{role.value}: {subject}",
-                                               **NOTIFY_ACTIVITY)
-        return True
+        has_webhook = await workflow.execute_activity_method(
+            CaseActivities.notify, n, summary=f"{role.value}: {subject}", **NOTIFY_ACTIVITY)
     except ActivityError:
         return False
+    if has_webhook:
+        # Its own workflow, not awaited: a seller endpoint that fails for hours delays nobody.
+        await workflow.start_child_workflow(
+            SellerWebhookWorkflow.run, n, id=f"webhook-{n.message_key}",
+            parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"Seller webhook: {subject}")
+    return True
+
+
+@workflow.defn
+class SellerWebhookWorkflow:
+    """Delivers one signed webhook to a seller, retried for a day (the Idempotency-Key stays the same)."""
+
+    @workflow.run
+    async def run(self, n: Notification) -> bool:
+        try:
+            await workflow.execute_activity_method(CaseActivities.deliver_seller_webhook, n,
+                                                   summary=n.event or "case.updated", **NOTIFY_ACTIVITY)
+            return True
+        except ActivityError:
+            return False
 
 
 class Deadline:
