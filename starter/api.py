@@ -5,7 +5,6 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Path as PathParam, Request, Response, UploadFile

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -165,3 +166,30 @@ async def _record_histories(env, test_name: str) -> None:
                 continue
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test_name}{suffix}")
             (HISTORIES_DIR / f"{name}.json").write_text(history.to_json())
+
+
+@contextlib.asynccontextmanager
+async def api_stack(temporal_client, test_settings, task_queue: str, attachments_dir: str | None = None,
+                    settle_after_seconds: float = 0.5):
+    """The API served on loopback with its own worker (task_queue) and a gateway sandbox that settles
+    refunds `settle_after_seconds` after making them by calling the API's signed webhook.
+    Yields (api ServedApp, sandbox ServedApp, the settings used)."""
+    from dataclasses import replace
+
+    from devstack.gateway_sandbox import create_app as create_sandbox
+    from starter.api import create_app
+    from worker import build_worker
+
+    api_port = free_port()
+    sandbox = await ServedApp(create_sandbox(
+        api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
+        webhook_secret="whsec_test", settle_after_seconds=settle_after_seconds)).start()
+    s = replace(test_settings, gateway_url=sandbox.url, task_queue=task_queue,
+                **({"attachments_dir": attachments_dir} if attachments_dir else {}))
+    api = await ServedApp(create_app(s, temporal_client=temporal_client), port=api_port).start()
+    try:
+        async with build_worker(temporal_client, s):
+            yield api, sandbox, s
+    finally:
+        await api.stop()
+        await sandbox.stop()

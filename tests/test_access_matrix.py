@@ -30,10 +30,9 @@ import httpx
 import pytest
 
 from activities.cases import sign_webhook
-from devstack.gateway_sandbox import create_app as create_sandbox
 from starter.api import create_app
 from starter.auth import create_token
-from tests.conftest import ServedApp, free_port, start_time_skipping_env
+from tests.conftest import api_stack, start_time_skipping_env
 from tests.support import make_order, make_party
 
 TQ = "aftersales-access-test"
@@ -60,23 +59,12 @@ async def api_env():
 
 @pytest.fixture(scope="module")
 async def api(api_env, pool, test_settings, tmp_path_factory):
-    """The API on loopback with its own worker (task queue TQ), attachments in a temporary directory and a
-    gateway sandbox that settles refunds 0.5 s after making them through the API's signed webhook."""
-    from worker import build_worker
-
-    api_port = free_port()
-    sandbox = await ServedApp(create_sandbox(
-        api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
-        webhook_secret="whsec_test", settle_after_seconds=0.5)).start()
-    s = replace(test_settings, gateway_url=sandbox.url, task_queue=TQ,
-                attachments_dir=str(tmp_path_factory.mktemp("attachments")))
-    served = await ServedApp(create_app(s, temporal_client=api_env.client), port=api_port).start()
-    async with build_worker(api_env.client, s):
+    """The API with its own worker (task queue TQ) and attachments in a temporary directory."""
+    async with api_stack(api_env.client, test_settings, TQ,
+                         attachments_dir=str(tmp_path_factory.mktemp("attachments"))) as (served, _, s):
         async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
             client.settings = s
             yield client
-    await served.stop()
-    await sandbox.stop()
 
 
 @pytest.fixture(scope="module")

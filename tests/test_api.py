@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import replace
 
 import httpx
 import pytest
 import stripe
 
-from devstack.gateway_sandbox import create_app as create_sandbox
-from starter.api import create_app
-from tests.conftest import ServedApp, free_port, start_time_skipping_env
+from tests.conftest import api_stack, start_time_skipping_env
 from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import mail_with, mails_to
+from tests.workflow_helpers import mail_with
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +24,10 @@ async def api_env():
 
 @pytest.fixture(scope="module")
 async def api(api_env, pool, test_settings):
-    """The API served on loopback with its own worker and a gateway sandbox that settles refunds
-    0.5 s after making them by calling the API's signed webhook."""
-    from worker import build_worker
-
-    api_port = free_port()
-    sandbox = await ServedApp(create_sandbox(
-        api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
-        webhook_secret="whsec_test", settle_after_seconds=0.5)).start()
-    s = replace(test_settings, gateway_url=sandbox.url, task_queue="aftersales-api-test")
-    served = await ServedApp(create_app(s, temporal_client=api_env.client), port=api_port).start()
-    async with build_worker(api_env.client, s):
+    async with api_stack(api_env.client, test_settings, "aftersales-api-test") as (served, sandbox, _):
         async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
             client.sandbox = sandbox
             yield client
-    await served.stop()
-    await sandbox.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from domain.models import (
     CareRequest,
     CareResolution,
     DecisionRequest,
-    OrderStatus,
     Outcome,
     Role,
     Stage,

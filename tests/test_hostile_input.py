@@ -19,7 +19,7 @@ import json
 import secrets
 import time
 from urllib.parse import quote
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,11 +34,10 @@ from schemathesis.checks import not_a_server_error
 
 from activities.cases import sign_webhook
 from config import Settings
-from devstack.gateway_sandbox import create_app as create_sandbox
 from domain.policy import Policy
 from starter.api import JSON_BODY_LIMIT, create_app
 from starter.auth import create_token
-from tests.conftest import ServedApp, free_port, start_time_skipping_env
+from tests.conftest import api_stack, start_time_skipping_env
 from tests.support import make_order, make_party
 
 TQ = "aftersales-hostile-test"
@@ -80,22 +79,12 @@ async def api_env():
 
 @pytest.fixture(scope="module")
 async def served(api_env, pool, test_settings, tmp_path_factory):
-    """The API on loopback with its own worker (task queue TQ) and gateway sandbox. Attachments go to
-    <tmp>/root/attachments, so a path traversal would land in <tmp>/root or <tmp>: both are watched."""
-    from worker import build_worker
-
-    api_port = free_port()
-    sandbox = await ServedApp(create_sandbox(
-        api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
-        webhook_secret="whsec_test", settle_after_seconds=0.5)).start()
+    """The API with its own worker (task queue TQ). Attachments go to <tmp>/root/attachments, so a
+    path traversal would land in <tmp>/root or <tmp>: both are watched."""
     tmp = tmp_path_factory.mktemp("hostile")
-    s = replace(test_settings, gateway_url=sandbox.url, task_queue=TQ,
-                attachments_dir=str(tmp / "root" / "attachments"))
-    app = await ServedApp(create_app(s, temporal_client=api_env.client), port=api_port).start()
-    async with build_worker(api_env.client, s):
+    async with api_stack(api_env.client, test_settings, TQ,
+                         attachments_dir=str(tmp / "root" / "attachments")) as (app, _, s):
         yield app, s, tmp
-    await app.stop()
-    await sandbox.stop()
 
 
 @pytest.fixture(scope="module")

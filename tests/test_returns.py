@@ -2,7 +2,7 @@
 At every waiting stage the deadline is let pass, and the reminder, escalation or expiry is asserted."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError

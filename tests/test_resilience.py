@@ -1,0 +1,277 @@
+"""Resilience on the real Temporal dev server (SQLite file), with the worker as a SUBPROCESS:
+worker kill -9, Temporal server restart, PostgreSQL outage, payment-gateway outage and lost answers.
+Every case is opened through the HTTP API; the gateway sandbox settles by calling the API's webhook.
+
+Invariants checked after each scenario: every case closed/refunded, exactly one refund per payment
+intent at the gateway, one refunds row per case, a gap-free timeline (seq 1..n, last_seq == n) and
+no customer email delivered twice (per case, each subject once)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from devstack.gateway_sandbox import create_app as create_sandbox
+from devstack.temporal_server import ensure_search_attributes, start_dev_server, stop_process, wait_until_ready
+from starter.api import create_app
+from tests.conftest import ROOT, ServedApp, free_port
+from tests.support import make_order, make_party, order_total
+
+TASK_QUEUE = "resilience"
+FIGURES: dict[str, object] = {}
+
+
+class WorkerProc:
+    """`python worker.py` as a subprocess; kill() is a SIGKILL."""
+
+    def __init__(self, env: dict, log_path):
+        self.env, self.log_path, self.proc, self.kills = env, log_path, None, 0
+
+    def start(self):
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.kills += 1
+
+    def stop(self):
+        if self.proc:
+            stop_process(self.proc, timeout=5)
+
+
+class Stack:
+    pass
+
+
+@pytest.fixture(scope="module")
+async def stack(pool, pg_server, database_url, mail_sink, test_settings, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resilience")
+    st = Stack()
+    st.db_file, st.port, st.log = tmp / "temporal.db", free_port(), tmp / "server.log"
+    st.server = start_dev_server(st.db_file, st.port, None, st.log)
+    worker = None
+    try:
+        await wait_until_ready(f"127.0.0.1:{st.port}", timeout=30, process=st.server)
+        client = await Client.connect(f"127.0.0.1:{st.port}", data_converter=pydantic_data_converter)
+        await ensure_search_attributes(client)
+        api_port = free_port()
+        st.sandbox = await ServedApp(create_sandbox(
+            api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
+            webhook_secret="whsec_test", settle_after_seconds=0.3)).start()
+        st.settings = replace(test_settings, task_queue=TASK_QUEUE, gateway_url=st.sandbox.url,
+                              temporal_address=f"127.0.0.1:{st.port}", database_url=database_url)
+        env = {**os.environ, "TEMPORAL_ADDRESS": st.settings.temporal_address, "DATABASE_URL": database_url,
+               "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_sink.port), "GATEWAY_URL": st.sandbox.url,
+               "GATEWAY_API_KEY": "sk_test_sandbox", "GATEWAY_WEBHOOK_SECRET": "whsec_test",
+               "TASK_QUEUE": TASK_QUEUE, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
+        st.worker = worker = WorkerProc(env, tmp / "worker.log")
+        worker.start()
+        st.api = await ServedApp(create_app(st.settings, temporal_client=client), port=api_port).start()
+        st.pool, st.pg, st.mail = pool, pg_server, mail_sink
+        async with httpx.AsyncClient(base_url=st.api.url, timeout=30) as http:
+            st.http = http
+            yield st
+        await st.api.stop()
+        await st.sandbox.stop()
+    finally:
+        if worker:
+            worker.stop()
+        stop_process(st.server)
+        print("\nRESILIENCE FIGURES:", FIGURES)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def get_case(st, c) -> dict | None:
+    try:
+        r = await st.http.get(f"/v1/cases/{c['case_id']}", headers=bearer(c["party"]["customer_token"]))
+        return r.json() if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+async def open_cases(st, n_paid: int, n_validated: int) -> list[dict]:
+    async def one(status):
+        party = await make_party(st.pool)
+        order_id = await make_order(st.pool, party, status)
+        r = await st.http.post(f"/v1/orders/{order_id}/help-requests", json={"kind": "cancellation"},
+                               headers=bearer(party["customer_token"]))
+        assert r.status_code == 201, r.text
+        return {"party": party, "order_id": order_id, "case_id": r.json()["case_id"], "status": status}
+
+    return list(await asyncio.gather(*[one("paid") for _ in range(n_paid)],
+                                     *[one("validated") for _ in range(n_validated)]))
+
+
+async def accept_when_asked(st, c, timeout=90.0):
+    """The seller accepts a validated order's cancellation once the case asks (retrying through outages)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        case = await get_case(st, c)
+        if case and case["stage"] != "awaiting_seller_decision" and case["stage"] != "opened" and c.get("accepted"):
+            return
+        if case and case["stage"] == "awaiting_seller_decision":
+            try:
+                r = await st.http.post(f"/v1/cases/{c['case_id']}/decision", json={"decision": "accept"},
+                                       headers=bearer(c["party"]["seller_token"]), timeout=15)
+                if r.status_code in (200, 409):
+                    c["accepted"] = True
+                    return
+            except httpx.HTTPError:
+                pass
+        await asyncio.sleep(0.2)
+
+
+async def all_closed(st, cases, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    pending = {c["case_id"]: c for c in cases}
+    last = {}
+    while pending and time.monotonic() < end:
+        for cid, c in list(pending.items()):
+            case = await get_case(st, c)
+            if case:
+                last[cid] = case["stage"]
+                if case["stage"] == "closed":
+                    c["final"] = case
+                    del pending[cid]
+        await asyncio.sleep(0.3)
+    assert not pending, f"{len(pending)} case(s) never closed: {[last.get(cid) for cid in pending]}"
+
+
+async def retrying(fn, timeout=20.0):
+    """Calls fn() until it does not raise (the pool may hold connections broken by a restart)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return await fn()
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def check_invariants(st, cases, label: str) -> dict:
+    async with httpx.AsyncClient() as h:
+        state = (await h.get(f"{st.sandbox.url}/_sandbox/state")).json()
+    by_pi = Counter(r["payment_intent"] for r in state["refunds"])
+    for c in cases:
+        f = c["final"]
+        assert f["outcome"] == "refunded" and f["refunded_cents"] == order_total(), (c["case_id"], f)
+        pi = f"pi_{c['order_id']}"
+        assert by_pi[pi] == 1, f"{label}: {by_pi[pi]} refunds at the gateway for {pi}"
+        refunds = [r for r in state["refunds"] if r["payment_intent"] == pi]
+        assert refunds[0]["amount"] == order_total() and refunds[0]["status"] == "succeeded"
+        cid = c["case_id"]
+        n_refunds = await retrying(lambda: st.pool.fetchval("SELECT count(*) FROM refunds WHERE case_id = $1", cid))
+        assert n_refunds == 1, f"{label}: {n_refunds} refunds rows for {cid}"
+        seqs = [r["seq"] for r in await retrying(lambda: st.pool.fetch(
+            "SELECT seq FROM case_timeline WHERE case_id = $1 ORDER BY seq", cid))]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3, f"{label}: timeline gaps {cid}: {seqs}"
+        last_seq = await retrying(lambda: st.pool.fetchval("SELECT last_seq FROM cases WHERE case_id = $1", cid))
+        assert last_seq == len(seqs), f"{label}: last_seq {last_seq} != {len(seqs)} for {cid}"
+        events = [r["event"] for r in await retrying(lambda: st.pool.fetch(
+            "SELECT event FROM case_timeline WHERE case_id = $1 ORDER BY seq", cid))]
+        assert events.count("refund_requested") == 1 and events[-1] == "case_closed", (cid, events)
+        assert await retrying(lambda: st.pool.fetchval(
+            "SELECT status FROM orders WHERE order_id = $1", c["order_id"])) == "cancelled"
+    # Customer-visible mail: the closing email arrives after the stage is recorded; wait briefly for it.
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not all(
+            any("refunded" in m["subject"] for m in st.mail.query(to=c["party"]["customer_email"])) for c in cases):
+        await asyncio.sleep(0.2)
+    for c in cases:
+        subjects = Counter(m["subject"] for m in st.mail.query(to=c["party"]["customer_email"]))
+        assert subjects, f"{label}: no mail to the customer of {c['case_id']}"
+        assert all(n == 1 for n in subjects.values()), f"{label}: duplicate customer mail {c['case_id']}: {subjects}"
+    return {"cases": len(cases), "refunds_per_case": sorted(set(by_pi[f"pi_{c['order_id']}"] for c in cases))}
+
+
+# ------------------------------------------------------------------------------------ scenarios
+async def test_worker_killed_at_random_moments(stack):
+    st = stack
+    dups0 = st.mail.duplicates_dropped
+    rng = random.Random(int(time.time()))
+    cases = await open_cases(st, 18, 6)
+    acceptors = [asyncio.ensure_future(accept_when_asked(st, c)) for c in cases if c["status"] == "validated"]
+    kills0 = st.worker.kills
+    for _ in range(3):
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        st.worker.kill()
+        await asyncio.sleep(rng.uniform(0.2, 1.0))
+        st.worker.start()
+    await asyncio.gather(*acceptors)
+    await all_closed(st, cases, timeout=75)
+    figures = await check_invariants(st, cases, "worker-kill")
+    figures.update(kills=st.worker.kills - kills0, duplicates_dropped=st.mail.duplicates_dropped - dups0)
+    FIGURES["worker_kill"] = figures
+
+
+async def test_temporal_server_restart_mid_flight(stack):
+    st = stack
+    dups0 = st.mail.duplicates_dropped
+    cases = await open_cases(st, 8, 0)
+    await asyncio.sleep(0.5)
+    stop_process(st.server)
+    await asyncio.sleep(1.0)
+    st.server = start_dev_server(st.db_file, st.port, None, st.log)
+    await wait_until_ready(f"127.0.0.1:{st.port}", timeout=30, process=st.server)
+    await all_closed(st, cases, timeout=60)
+    figures = await check_invariants(st, cases, "server-restart")
+    figures.update(duplicates_dropped=st.mail.duplicates_dropped - dups0)
+    FIGURES["server_restart"] = figures
+
+
+async def test_database_outage(stack):
+    st = stack
+    if st.pg is None:
+        pytest.skip("needs the embedded PostgreSQL of the session")
+    dups0 = st.mail.duplicates_dropped
+    cases = await open_cases(st, 8, 0)
+    await asyncio.sleep(0.3)
+    st.pg.stop()
+    await asyncio.sleep(5)
+    st.pg.start()
+    # The session pool (shared with the API) must recover by itself.
+    assert await retrying(lambda: st.pool.fetchval("SELECT 1"), timeout=15) == 1
+    await all_closed(st, cases, timeout=60)
+    figures = await check_invariants(st, cases, "db-outage")
+    figures.update(duplicates_dropped=st.mail.duplicates_dropped - dups0)
+    FIGURES["db_outage"] = figures
+
+
+async def test_gateway_errors_then_lost_answers(stack):
+    st = stack
+    dups0 = st.mail.duplicates_dropped
+    async with httpx.AsyncClient() as h:
+        r = await h.post(f"{st.sandbox.url}/_sandbox/faults", json={"mode": "error", "count": 6})
+        assert r.status_code == 200, r.text
+    cases = await open_cases(st, 5, 0)
+    await all_closed(st, cases, timeout=60)
+    async with httpx.AsyncClient() as h:
+        r = await h.post(f"{st.sandbox.url}/_sandbox/faults", json={"mode": "accept_then_error", "count": 5})
+        assert r.status_code == 200, r.text
+    cases2 = await open_cases(st, 5, 0)
+    await all_closed(st, cases2, timeout=60)
+    async with httpx.AsyncClient() as h:
+        fault = (await h.get(f"{st.sandbox.url}/_sandbox/state")).json()["fault"]
+    assert fault["mode"] == "none", f"the faults were not all consumed: {fault}"
+    figures = await check_invariants(st, cases + cases2, "gateway")
+    figures.update(duplicates_dropped=st.mail.duplicates_dropped - dups0)
+    FIGURES["gateway"] = figures
