@@ -209,3 +209,24 @@ async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, po
     assert w["held_cents"] == sum(c for _, c, _ in pending)
     for payout_id, _, _ in pending:
         assert len(await transfers_at_gateway(gateway_sandbox.url, payout_id)) == 1
+
+
+async def test_card_refund_refused_for_good_falls_back_to_the_wallet(ts_env, pool, case_worker, gateway_sandbox,
+                                                                      mail_sink):
+    from tests.support import make_order, order_total
+    from tests.workflow_helpers import settle_refund, start_case, wait_stage
+    from domain.models import Outcome, Stage
+
+    party = await make_party(pool)
+    order_id = await make_order(pool, party, "paid")
+    handle = await start_case(ts_env, pool, TQ, order_id)
+    await wait_stage(handle, Stage.awaiting_bank_settlement)
+    # The bank reports the card closed: the gateway's refund ends "failed".
+    await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}", status="failed")
+    final = await handle.result()
+    assert (final.outcome, final.wallet_credited_cents, final.refunded_cents) == (
+        Outcome.refunded_to_wallet, order_total(), 0)
+    w = await wallet_of(pool, party["customer_id"])
+    assert w["available_cents"] == order_total()
+    closing = await mail_with(mail_sink, party["customer_email"], "closed (refunded_to_wallet)")
+    assert closing and "could not be refunded" in closing[0]["body"] and "wallet" in closing[0]["body"]
