@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime, timezone
 
 import asyncpg
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
@@ -245,7 +245,7 @@ class CaseService:
                                           ACTION_ANSWER_TIMEOUT_SECONDS)
         except WorkflowUpdateFailedError as e:
             raise _service_error(e.cause) from e
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise Accepted("accepted: the case is applying it; GET the case for its stage", stage=row["stage"])
 
 
