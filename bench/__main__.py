@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                    help='JSON temporalio Worker arguments for every worker, e.g. \'{"max_cached_workflows": 2000}\' '
                         '(+ "runner": sandbox|passthrough_all|unsandboxed); default: worker.py as it is')
     p.add_argument("--worker-pool", type=int, default=None, help="DATABASE_POOL_SIZE of the workers")
+    p.add_argument("--open-window", type=int, default=None,
+                   help="waiting cases on their way to their waiting stage at a time (default 400; 0: all at once)")
     p.add_argument("--write", action="store_true", help="write BENCHMARKS.md even for --quick / --only")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -53,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.for_quick(a.waiting) if a.quick else Config(waiting=a.waiting if a.waiting is not None else 10_000)
     if a.cases:
         cfg.cases_a = cfg.scaling_cases = a.cases
-        cfg.cases_b = max(4, a.cases * 2 // 5)
+        cfg.cases_b = max(4, a.cases // 2)
     if a.concurrency:
         cfg.concurrency = a.concurrency
     if a.no_tuning:
         cfg.tuning = False
     cfg.worker_knobs = json.loads(a.worker_knobs)
     cfg.worker_pool = a.worker_pool
+    if a.open_window is not None:
+        cfg.open_window = a.open_window
     phases = [x.strip() for x in a.only.split(",")] if a.only else list(PHASES)
     unknown = set(phases) - set(PHASES)
     if unknown:

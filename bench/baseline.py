@@ -3,14 +3,14 @@ SDK worker) can do with that shape on this machine, with nothing of ours in the 
 no email, no gateway, small payloads).
 
 The shape comes from the histories of a real case (bench/shape.py, `baseline_spec`):
-- BaselineCase runs `pre` activities, then each child in turn, running `acts_per_report` activities
-  (and an upsert, while upserts are left) for each report its child signals, then `post` activities;
-  it upserts search attributes and sets its current details like the case does.
+- BaselineCase runs `pre` activities, then each child in turn, running `acts_per_report` activities for
+  each report its child signals (and upserting its search attributes and current details when the report
+  moves the stage, as the case does), then `post` activities.
 - BaselineChild replays the child's steps in order: reports (signals to the case), activities, waits
   for a signal forwarded by the case (an Update) or from outside (the settlement), under a one-day timer
   when the real child had one.
-- An Update (`act`) is accepted when the current child waits for the case (like the real validators
-  refuse a wrong stage), forwards a signal to the child and answers once the child reported again.
+- An Update (`act`) is accepted in a stage that waits for the case (like the real validators refuse a
+  wrong stage), forwards a signal to the child and answers once the stage has moved on.
 - The "trigger" activity (the card refund) makes the worker signal the child `settle_after` seconds
   later, as the gateway sandbox settles a refund and calls the webhook.
 """
@@ -55,9 +55,10 @@ ACTIVITIES = [noop, noop_trigger]
 
 
 def _awaits_case(ops: list[str], i: int) -> bool:
-    """Whether the report at ops[i] is followed, before the next report, by a wait for the case."""
+    """Whether the stage entered by the report at ops[i] waits for the case (an Update forwarded by it): a
+    wait for a workflow signal comes before the next stage-moving report."""
     for op in ops[i + 1:]:
-        if op == "report":
+        if op == "report:stage":
             return False
         if op.startswith("wait:workflow"):
             return True
@@ -85,8 +86,9 @@ class BaselineChild:
         me = workflow.info().workflow_id
         used_case = used_outside = 0
         for i, op in enumerate(ops):
-            if op == "report":
-                await case.signal("report", _awaits_case(ops, i))
+            if op.startswith("report"):
+                stage = op == "report:stage"
+                await case.signal("report", {"stage": stage, "awaits": stage and _awaits_case(ops, i)})
             elif op == "act":
                 await workflow.execute_activity(noop, op, **ACTIVITY)
             elif op == "act:trigger":
@@ -112,46 +114,46 @@ class BaselineChild:
 
 @workflow.defn
 class BaselineCase:
+    """Like CaseWorkflow: a report moving the stage upserts the search attributes and sets the details; every
+    report is recorded (an activity); an Update is accepted in a stage that waits for the case, forwarded to
+    the child, and answered once the stage has moved on."""
+
     def __init__(self) -> None:
-        self.reports: list[bool] = []
-        self.applied = 0
+        self.reports: list[dict] = []
+        self.stages = 0  # stage changes so far
         self.awaiting = False
         self.child = None
-        self.step = "opening"
 
     @workflow.signal
-    def report(self, awaits_case: bool) -> None:
-        self.reports.append(awaits_case)
+    def report(self, report: dict) -> None:
+        self.reports.append(report)
 
     @workflow.update
     async def act(self, name: str) -> int:
         self.awaiting = False
-        seen = self.applied
+        seen = self.stages
         await self.child.signal(BaselineChild.forward)
-        await workflow.wait_condition(lambda: self.applied > seen)
-        return self.applied
+        await workflow.wait_condition(lambda: self.stages > seen)
+        return self.stages
 
     @act.validator
     def _validate_act(self, name: str) -> None:
         if not self.awaiting or self.child is None:
-            raise ApplicationError(f"not possible in step {self.step}", type="WrongStage")
+            raise ApplicationError(f"not possible in stage {self.stages}", type="WrongStage")
 
-    def _publish(self, step: str) -> None:
-        self.step = step
+    def _publish(self, stage: str) -> None:
+        self.stages += 1
         workflow.upsert_search_attributes([
-            sa.CASE_KIND.value_set("baseline"), sa.CASE_STAGE.value_set(step), sa.ORDER_ID.value_set("o"),
+            sa.CASE_KIND.value_set("baseline"), sa.CASE_STAGE.value_set(stage), sa.ORDER_ID.value_set("o"),
             sa.SELLER_ID.value_set("s"), sa.CUSTOMER_ID.value_set("c"), sa.ESCALATED.value_set(False),
             sa.REFUND_CENTS.value_set(0), sa.NEXT_DEADLINE.value_unset(),
         ])
-        workflow.set_current_details(f"**Baseline** · step **{step}**")
+        workflow.set_current_details(f"**Baseline** · stage **{stage}**")
 
     @workflow.run
     async def run(self, spec: dict) -> int:
         me = workflow.info().workflow_id
-        upserts_left = spec["upserts"]
-        if upserts_left > 0:
-            self._publish("opening")
-            upserts_left -= 1
+        self._publish("opening")
         for _ in range(spec.get("timers", 0)):
             await workflow.sleep(0.01)
         for i in range(spec["pre"]):
@@ -163,23 +165,22 @@ class BaselineCase:
             while True:
                 await workflow.wait_condition(lambda: bool(self.reports) or handle.done())
                 while self.reports:
-                    self.awaiting = self.reports.pop(0)
-                    self.applied += 1
-                    if upserts_left > 1:  # one is kept for closing
-                        self._publish(f"step-{self.applied}")
-                        upserts_left -= 1
+                    r = self.reports.pop(0)
+                    if r["stage"]:
+                        self.awaiting = r["awaits"]
+                        self._publish(f"stage-{self.stages}")
                     for k in range(spec["acts_per_report"]):
-                        await workflow.execute_activity(noop, f"record-{self.applied}-{k}", **ACTIVITY)
+                        await workflow.execute_activity(noop, f"record-{self.stages}-{k}", **ACTIVITY)
                 if handle.done() and not self.reports:
                     break
             await handle
             self.child = None
-        if upserts_left > 0:
-            self._publish("closed")
+        self.awaiting = False
+        self._publish("closed")
         for i in range(spec["post"]):
             await workflow.execute_activity(noop, f"post-{i}", **ACTIVITY)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.applied
+        return self.stages
 
 
 WORKFLOWS = [BaselineCase, BaselineChild]

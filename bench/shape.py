@@ -4,6 +4,7 @@ tasks it took. The baseline workflow is built from these counts, and its own his
 same way to show that it matches."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,7 +30,8 @@ class WorkflowShape:
     workflow_tasks: int = 0
     events: int = 0
     # The steps in history order, for the baseline's children:
-    #   "report"                 a signal to another workflow (a child reporting to its case)
+    #   "report" / "report:stage" a signal to another workflow (a child reporting to its case); ":stage" when
+#                            the report moves the case to another stage (its StageReport has a stage)
     #   "act" / "act:trigger"    an activity; trigger = one the outside world answers later by signal
     #                            (the card refund, settled by the gateway's webhook)
     #   "wait:workflow"          a signal from another workflow (the case forwarding an Update)
@@ -67,6 +69,15 @@ class WorkflowShape:
         for c in self.children:
             lines.append(c.describe(indent + "  "))
         return "\n".join(lines)
+
+
+def _moves_stage(ev) -> bool:
+    """Whether a child's report (a StageReport, JSON payload) carries a stage."""
+    try:
+        payload = ev.signal_external_workflow_execution_initiated_event_attributes.input.payloads[0]
+        return json.loads(payload.data).get("stage") is not None
+    except (IndexError, ValueError, AttributeError):
+        return False
 
 
 # Activities after which the outside world answers by signal (the gateway's settlement webhook).
@@ -122,7 +133,7 @@ async def read_shape(client, workflow_id: str, run_id: str | None = None) -> Wor
             children_open -= 1
         elif t == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
             shape.signals_sent += 1
-            shape.ops.append("report")
+            shape.ops.append("report:stage" if _moves_stage(ev) else "report")
         elif t == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             shape.upserts += 1
         elif t == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
@@ -136,7 +147,7 @@ def baseline_spec(shape: WorkflowShape, settle_after: float) -> dict:
     """The input of bench.baseline.BaselineCase that reproduces `shape` with no-op activities: the same
     activities before, during (one per child report, as the case records each) and after its children,
     the same children with their steps in order, the same upserts and Updates."""
-    reports = sum(c.signals_sent for c in shape.children)
+    reports = sum(c.signals_sent for c in shape.children)  # each one recorded by the case (an activity)
     during = shape.n_activities - shape.activities_before_children - shape.activities_after_children
     per_report = during // reports if reports else 0
     return {

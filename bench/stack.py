@@ -258,9 +258,12 @@ class Stack:
             self.procs.remove(w)
         self.workers = []
 
-    def cpu_roots(self) -> dict[str, list[int]]:
-        """Components whose CPU time the benchmark reports, as process-tree roots."""
-        roots = {"temporal": [self.temporal.pid], "worker": [w.pid for w in self.workers],
+    def cpu_roots(self, baseline: bool = False) -> dict[str, list[int]]:
+        """Components whose CPU time the benchmark reports, as process-tree roots. "worker": the workers of
+        the real task queue (of the baseline's with `baseline`); the others, idle, are "worker-idle"."""
+        busy = [w.pid for w in self.workers if ("baseline" in w.name) == baseline]
+        idle = [w.pid for w in self.workers if ("baseline" in w.name) != baseline]
+        roots = {"temporal": [self.temporal.pid], "worker": busy, "worker-idle": idle,
                  "api": [self.api.pid] if self.api else [],
                  "sandbox+smtp": [p.pid for p in self.procs if p.name in ("gateway", "smtp")],
                  "postgres": [], "driver": [os.getpid()]}
