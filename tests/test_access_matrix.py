@@ -32,7 +32,7 @@ import pytest
 from activities.cases import sign_webhook
 from starter.api import create_app
 from starter.auth import create_token
-from tests.conftest import api_stack, start_time_skipping_env
+from tests.conftest import api_stack
 from tests.support import make_order, make_party
 
 TQ = "aftersales-access-test"
@@ -49,14 +49,6 @@ UNAUTHENTICATED = {ANONYMOUS, BAD_TOKEN, EXPIRED}
 
 
 # ----------------------------------------------------------------------------- serving
-@pytest.fixture(scope="module")
-async def api_env():
-    """A time-skipping test server of this module's own (its clock is never jumped here)."""
-    env = await start_time_skipping_env()
-    yield env
-    await env.shutdown()
-
-
 @pytest.fixture(scope="module")
 async def api(api_env, pool, test_settings, tmp_path_factory):
     """The API with its own worker (task queue TQ) and attachments in a temporary directory."""

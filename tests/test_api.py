@@ -10,16 +10,9 @@ import httpx
 import pytest
 import stripe
 
-from tests.conftest import api_stack, start_time_skipping_env
+from tests.conftest import api_stack
 from tests.support import make_order, make_party, order_total
 from tests.workflow_helpers import mail_with
-
-
-@pytest.fixture(scope="module")
-async def api_env():
-    env = await start_time_skipping_env()
-    yield env
-    await env.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from config import Settings
 from domain.policy import Policy
 from starter.api import JSON_BODY_LIMIT, create_app
 from starter.auth import create_token
-from tests.conftest import api_stack, start_time_skipping_env
+from tests.conftest import api_stack
 from tests.support import make_order, make_party
 
 TQ = "aftersales-hostile-test"
@@ -70,13 +70,6 @@ def text_fields(method: str, path: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- serving
-@pytest.fixture(scope="module")
-async def api_env():
-    env = await start_time_skipping_env()
-    yield env
-    await env.shutdown()
-
-
 @pytest.fixture(scope="module")
 async def served(api_env, pool, test_settings, tmp_path_factory):
     """The API with its own worker (task queue TQ). Attachments go to <tmp>/root/attachments, so a
