@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         '(+ "runner": sandbox|passthrough_all|unsandboxed); default: worker.py as it is')
     p.add_argument("--worker-pool", type=int, default=None, help="DATABASE_POOL_SIZE of the workers")
     p.add_argument("--open-window", type=int, default=None,
-                   help="waiting cases on their way to their waiting stage at a time (default 400; 0: all at once)")
+                   help="waiting cases on their way to their waiting stage at a time (default 0: all at once)")
     p.add_argument("--write", action="store_true", help="write BENCHMARKS.md even for --quick / --only")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.waiting <= 0 and "waiting" in phases:
         phases.remove("waiting")
 
+    def stop(signum, frame):  # SIGTERM: stop the stack as Ctrl-C does (asyncio.run cancels, finally blocks run)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     results = asyncio.run(run(cfg, phases, keep_logs=a.keep_logs))
     text = tables(results)
     print("\n" + text, flush=True)

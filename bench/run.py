@@ -34,7 +34,7 @@ class Config:
     settle_after: float = 0.2
     get_requests: int = 300
     warmup: int = 4  # uncounted cases before each measured run (a fresh worker imports and warms up)
-    open_window: int = 400  # waiting cases on their way at a time (0: all at once), see Bench.open_waiting
+    open_window: int = 0  # waiting cases on their way at a time (0: all at once), see Bench.open_waiting
     worker_knobs: dict = field(default_factory=dict)  # for every worker but the tuning variants
     worker_pool: int | None = None  # DATABASE_POOL_SIZE of the workers (None: the default, 10)
 
@@ -390,6 +390,9 @@ class Bench:
 async def run(cfg: Config, phases: list[str], keep_logs: bool = False) -> Results:
     from bench.measure import machine
 
+    from bench.stack import clean_leftovers
+
+    clean_leftovers(say)
     results = Results(machine=machine(), config=cfg)
     results.loadavg["start"] = _loadavg()
     t_start = time.monotonic()
@@ -408,6 +411,9 @@ async def run(cfg: Config, phases: list[str], keep_logs: bool = False) -> Result
             say(f"--- {phase}")
             await getattr(bench, f"phase_{phase}")()
             results.phase_seconds[phase] = time.monotonic() - t0
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted: stopping the stack")
+        raise
     except BaseException:
         say(f"failed; logs of the stack in {stack.tmp / 'logs'}")
         stack.keep_logs = True

@@ -36,6 +36,48 @@ BASELINE_QUEUE = "aftersales-bench-baseline"
 GATEWAY_KEY, WEBHOOK_SECRET = "sk_test_bench", "whsec_bench"
 
 
+OWNER_FILE, PIDS_FILE = "bench.pid", "children.jsonl"
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        return [p.decode(errors="replace") for p in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if p]
+    except OSError:
+        return None
+
+
+def clean_leftovers(say=print) -> None:
+    """Stops what a benchmark killed before it could clean up left behind (its directory names its process
+    and children): the children still running with the same command line, its PostgreSQL, its directory.
+    Directories of a benchmark still running are left alone."""
+    for d in Path(tempfile.gettempdir()).glob("aftersales-bench-*"):
+        try:
+            owner = int((d / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or not started far enough to matter
+        cmd = _cmdline(owner)
+        if cmd and any("bench" in part for part in cmd):
+            continue
+        say(f"cleaning up after a benchmark that was killed ({d})")
+        try:
+            lines = (d / PIDS_FILE).read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("cmdline") and _cmdline(rec["pid"]) == rec["cmdline"]:
+                try:
+                    os.killpg(rec["pid"], signal.SIGKILL)
+                except OSError:
+                    pass
+        if (d / "pg" / "postmaster.pid").exists():
+            EmbeddedPostgres(d / "pg", 0).stop("immediate")
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @dataclass
 class Proc:
     name: str
@@ -126,7 +168,13 @@ class Stack:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
+        self._remember(proc.pid)
         return proc
+
+    def _remember(self, pid: int) -> None:
+        """Notes a child in the run's directory, for `clean_leftovers` should this process be killed."""
+        with open(self.tmp / PIDS_FILE, "a") as f:
+            f.write(json.dumps({"pid": pid, "cmdline": _cmdline(pid)}) + "\n")
 
     # ------------------------------------------------------------------ start
     async def start(self) -> "Stack":
@@ -134,6 +182,7 @@ class Stack:
         from temporalio.contrib.pydantic import pydantic_data_converter
 
         (self.tmp / "xdg").mkdir(parents=True, exist_ok=True)
+        (self.tmp / OWNER_FILE).write_text(str(os.getpid()))
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.tmp / "xdg"))
         for name in ("temporal", "smtp", "gateway", "api"):
             self.ports[name] = free_port()
@@ -144,6 +193,7 @@ class Stack:
         popen = start_dev_server(None, self.ports["temporal"], None, log, start_new_session=True)
         self.temporal = Proc("temporal", popen, log)
         self.procs.append(self.temporal)
+        self._remember(popen.pid)
 
         # PostgreSQL (blocking pg_ctl: in a thread while the Temporal server starts).
         self.pg = EmbeddedPostgres(self.tmp / "pg", free_port())
@@ -289,5 +339,7 @@ class Stack:
         if self.keep_logs:
             print(f"bench: logs kept in {self.tmp / 'logs'}", flush=True)
             shutil.rmtree(self.tmp / "pg", ignore_errors=True)
+            for name in (OWNER_FILE, PIDS_FILE):  # all stopped: nothing for clean_leftovers to do here
+                (self.tmp / name).unlink(missing_ok=True)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
