@@ -32,10 +32,9 @@ import pytest
 from activities.cases import sign_webhook
 from starter.api import create_app
 from starter.auth import create_token
-from tests.conftest import api_stack
-from tests.support import make_order, make_party
+from tests.helpers.servers import api_stack
+from tests.helpers.data import make_order, make_party
 
-TQ = "aftersales-access-test"
 IBAN_FR = "FR1420041010050500013M02606"
 # A real 1x1 JPEG (JFIF).
 JPEG = base64.b64decode(
@@ -51,8 +50,8 @@ UNAUTHENTICATED = {ANONYMOUS, BAD_TOKEN, EXPIRED}
 # ----------------------------------------------------------------------------- serving
 @pytest.fixture(scope="module")
 async def api(api_env, pool, test_settings, tmp_path_factory):
-    """The API with its own worker (task queue TQ) and attachments in a temporary directory."""
-    async with api_stack(api_env.client, test_settings, TQ,
+    """The API with its own worker (on its own task queue) and attachments in a temporary directory."""
+    async with api_stack(api_env.client, test_settings, "aftersales-access-test",
                          attachments_dir=str(tmp_path_factory.mktemp("attachments"))) as (served, _, s):
         async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
             client.settings = s

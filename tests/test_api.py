@@ -10,9 +10,9 @@ import httpx
 import pytest
 import stripe
 
-from tests.conftest import api_stack
-from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import mail_with
+from tests.helpers.servers import api_stack
+from tests.helpers.data import make_order, make_party, order_total
+from tests.helpers.cases import mail_with
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from domain.models import (
     Stage,
 )
 from domain.policy import Policy
-from tests.conftest import ServedApp, free_port
-from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import (
+from tests.helpers.servers import ServedApp, closed_port
+from tests.helpers.data import make_order, make_party, order_total
+from tests.helpers.cases import (
     jump_to,
     mail_with,
     mails_to,
@@ -39,7 +39,6 @@ from tests.workflow_helpers import (
 )
 from workflows.case import CaseWorkflow
 
-TQ = "aftersales-test"
 
 
 @pytest.fixture
@@ -52,9 +51,9 @@ async def order_status(pool, order_id) -> str:
 
 
 async def test_paid_order_is_cancelled_and_refunded_in_full_once(ts_env, pool, case_worker, gateway_sandbox,
-                                                                 mail_sink, party):
+                                                                 mail_sink, party, task_queue):
     order_id = await make_order(pool, party, "paid")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     s = await wait_stage(handle, Stage.awaiting_bank_settlement)
     assert s.refund_cents == order_total()  # items + original delivery fee
     assert await order_status(pool, order_id) == "cancelled"
@@ -78,18 +77,18 @@ async def test_paid_order_is_cancelled_and_refunded_in_full_once(ts_env, pool, c
     assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
 
 
-async def test_compare_and_set_loses_to_a_validation_before_the_case_acts(ts_env, pool, case_worker, party):
+async def test_compare_and_set_loses_to_a_validation_before_the_case_acts(ts_env, pool, case_worker, party, task_queue):
     order_id = await make_order(pool, party, "paid")
     await pool.execute("UPDATE orders SET status = 'validated' WHERE order_id = $1", order_id)
-    handle = await start_case(ts_env, pool, TQ, order_id)  # input snapshot still says "paid"
+    handle = await start_case(ts_env, pool, task_queue, order_id)  # input snapshot still says "paid"
     await wait_stage(handle, Stage.awaiting_seller_decision)
     assert await order_status(pool, order_id) == "validated"
     assert "order_cancelled" not in await timeline(pool, handle.id)
 
 
-async def test_validated_order_seller_accepts(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party):
+async def test_validated_order_seller_accepts(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
     order_id = await make_order(pool, party, "validated")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     assert await mail_with(mail_sink, party["seller_email"], "Cancellation requested")
     answer = await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
@@ -103,9 +102,9 @@ async def test_validated_order_seller_accepts(ts_env, pool, case_worker, gateway
 
 
 async def test_validated_order_seller_refuses_already_shipped(ts_env, pool, case_worker, gateway_sandbox, mail_sink,
-                                                              party):
+                                                              party, task_queue):
     order_id = await make_order(pool, party, "validated")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
         actor=Actor(role=Role.seller, id=party["seller_id"]), decision="refuse", reason="Parcel left this morning."))
@@ -119,9 +118,9 @@ async def test_validated_order_seller_refuses_already_shipped(ts_env, pool, case
 
 
 @pytest.mark.parametrize("status", ["shipped", "delivered"])
-async def test_shipped_or_delivered_order_is_refused_with_the_reason(ts_env, pool, case_worker, party, status):
+async def test_shipped_or_delivered_order_is_refused_with_the_reason(ts_env, pool, case_worker, party, status, task_queue):
     order_id = await make_order(pool, party, status)
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     final = await handle.result()
     assert (final.stage, final.outcome) == (Stage.closed, Outcome.refused)
     assert f"already {status}" in final.closed_reason
@@ -138,12 +137,12 @@ def next_friday_before_holiday_monday(after: date) -> date:
 
 
 async def test_seller_silent_across_a_weekend_and_a_holiday_escalates_at_the_business_deadline(
-        ts_env, pool, case_worker, mail_sink, party):
+        ts_env, pool, case_worker, mail_sink, party, task_queue):
     now = await ts_env.get_current_time()
     friday = next_friday_before_holiday_monday(calendar.paris_day(now))
     await jump_to(ts_env, paris(friday, hour=15))
     order_id = await make_order(pool, party, "validated")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
     tuesday = friday + timedelta(days=4)  # Sat, Sun, holiday Monday skipped
     assert s.deadline == calendar.end_of_paris_day(tuesday)
@@ -178,9 +177,9 @@ async def test_seller_silent_across_a_weekend_and_a_holiday_escalates_at_the_bus
 
 
 async def test_settlement_overdue_alerts_care_then_settles(ts_env, pool, case_worker, gateway_sandbox, mail_sink,
-                                                           party):
+                                                           party, task_queue):
     order_id = await make_order(pool, party, "paid")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     s = await wait_stage(handle, Stage.awaiting_bank_settlement)
     expected = Policy().bank_settlement_deadline(await ts_env.get_current_time())
     assert abs(s.deadline - expected) < timedelta(minutes=5)
@@ -195,9 +194,9 @@ async def test_settlement_overdue_alerts_care_then_settles(ts_env, pool, case_wo
     assert final.outcome == Outcome.refunded and final.refunded_cents == order_total()
 
 
-async def test_care_forces_the_refund_after_escalation(ts_env, pool, case_worker, gateway_sandbox, party):
+async def test_care_forces_the_refund_after_escalation(ts_env, pool, case_worker, gateway_sandbox, party, task_queue):
     order_id = await make_order(pool, party, "validated")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
     await jump_to(ts_env, s.deadline + timedelta(seconds=2))
     await wait_stage(handle, Stage.awaiting_care)
@@ -210,9 +209,9 @@ async def test_care_forces_the_refund_after_escalation(ts_env, pool, case_worker
     assert (await handle.result()).outcome == Outcome.refunded
 
 
-async def test_decisions_refused_for_another_seller_a_customer_and_twice(ts_env, pool, case_worker, party):
+async def test_decisions_refused_for_another_seller_a_customer_and_twice(ts_env, pool, case_worker, party, task_queue):
     order_id = await make_order(pool, party, "validated")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     for actor, error_type in [(Actor(role=Role.seller, id="seller_other"), "Forbidden"),
                               (Actor(role=Role.customer, id=party["customer_id"]), "Forbidden")]:
@@ -233,12 +232,12 @@ async def test_decisions_refused_for_another_seller_a_customer_and_twice(ts_env,
 
 
 async def test_refund_retried_after_the_gateway_accepted_moves_money_once(ts_env, pool, case_worker, gateway_sandbox,
-                                                                          party):
+                                                                          party, task_queue):
     async with httpx.AsyncClient() as http:
         # The gateway makes the refund, then the answer is lost (500).
         await http.post(f"{gateway_sandbox.url}/_sandbox/faults", json={"mode": "accept_then_error", "count": 1})
         order_id = await make_order(pool, party, "paid")
-        handle = await start_case(ts_env, pool, TQ, order_id)
+        handle = await start_case(ts_env, pool, task_queue, order_id)
         await wait_stage(handle, Stage.awaiting_bank_settlement, timeout=30)
         await http.post(f"{gateway_sandbox.url}/_sandbox/faults", json={"mode": "none"})
     refunds = await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")
@@ -258,7 +257,7 @@ async def test_refund_retried_after_the_gateway_accepted_moves_money_once(ts_env
     assert (await handle.result()).outcome == Outcome.refunded
 
 
-async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the_case(ts_env, pool, case_worker):
+async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the_case(ts_env, pool, case_worker, task_queue):
     received = []
     hook = FastAPI()
 
@@ -271,7 +270,7 @@ async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the
     served = await ServedApp(hook).start()
     try:
         good = await make_party(pool, seller_webhook_url=f"{served.url}/hook", seller_webhook_secret="s3cret")
-        handle = await start_case(ts_env, pool, TQ, await make_order(pool, good, "validated"))
+        handle = await start_case(ts_env, pool, task_queue, await make_order(pool, good, "validated"))
         await wait_stage(handle, Stage.awaiting_seller_decision)
         for _ in range(100):
             if received:
@@ -285,9 +284,10 @@ async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the
         await served.stop()
 
     # A seller whose endpoint is down: the case goes on regardless (the webhook retries on its own).
-    down = await make_party(pool, seller_webhook_url=f"http://127.0.0.1:{free_port()}/hook", seller_webhook_secret="x")
-    handle = await start_case(ts_env, pool, TQ, await make_order(pool, down, "validated"))
-    await wait_stage(handle, Stage.awaiting_seller_decision)
-    answer = await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
-        actor=Actor(role=Role.seller, id=down["seller_id"]), decision="refuse"))
-    assert answer.stage == Stage.closed
+    with closed_port() as port:
+        down = await make_party(pool, seller_webhook_url=f"http://127.0.0.1:{port}/hook", seller_webhook_secret="x")
+        handle = await start_case(ts_env, pool, task_queue, await make_order(pool, down, "validated"))
+        await wait_stage(handle, Stage.awaiting_seller_decision)
+        answer = await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
+            actor=Actor(role=Role.seller, id=down["seller_id"]), decision="refuse"))
+        assert answer.stage == Stage.closed

@@ -16,11 +16,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.cases import sign_webhook
 from devstack.gateway_sandbox import create_app as create_sandbox
-from devstack.temporal_server import ensure_search_attributes, start_dev_server, stop_process, wait_until_ready
+from devstack.temporal_server import ensure_search_attributes
 from starter.api import create_app
-from tests.conftest import ServedApp, free_port
-from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import mail_with
+from tests.helpers.servers import ServedApp, bound_socket, start_dev_server
+from tests.helpers.data import make_order, make_party, order_total
+from tests.helpers.cases import mail_with
 from workflows import search_attributes as sa
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
@@ -31,26 +31,25 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 async def stack(pool, test_settings, tmp_path_factory):
     from worker import build_worker
 
-    port = free_port()
-    server = start_dev_server(None, port, None, tmp_path_factory.mktemp("temporal") / "server.log")
+    server = await start_dev_server(tmp_path_factory.mktemp("temporal") / "server.log")
     try:
-        await wait_until_ready(f"127.0.0.1:{port}", timeout=30, process=server)
-        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         await ensure_search_attributes(client)
-        api_port = free_port()
+        api_sock = bound_socket()
+        api_port = api_sock.getsockname()[1]
         sandbox = await ServedApp(create_sandbox(
             api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
-            webhook_secret="whsec_test", settle_after_seconds=0.3)).start()
+            webhook_secret="whsec_test", settle_after_seconds=0.3), name="gateway sandbox").start()
         s = replace(test_settings, gateway_url=sandbox.url, task_queue="e2e-devserver",
                     attachments_dir=str(tmp_path_factory.mktemp("attachments")))
-        api = await ServedApp(create_app(s, temporal_client=client), port=api_port).start()
+        api = await ServedApp(create_app(s, temporal_client=client), sock=api_sock, name="API").start()
         async with build_worker(client, s):
             async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
                 yield http, sandbox, s, client
         await api.stop()
         await sandbox.stop()
     finally:
-        stop_process(server)
+        server.stop()
 
 
 def bearer(token):

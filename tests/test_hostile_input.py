@@ -37,10 +37,9 @@ from config import Settings
 from domain.policy import Policy
 from starter.api import JSON_BODY_LIMIT, create_app
 from starter.auth import create_token
-from tests.conftest import api_stack
-from tests.support import make_order, make_party
+from tests.helpers.servers import api_stack
+from tests.helpers.data import make_order, make_party
 
-TQ = "aftersales-hostile-test"
 MAX_EXAMPLES = 25
 MAX_PHOTO = Policy().attachment_max_bytes  # 10 MiB
 JPEG = base64.b64decode(  # a real 1x1 JPEG (JFIF)
@@ -72,10 +71,10 @@ def text_fields(method: str, path: str) -> list[str]:
 # ----------------------------------------------------------------------------- serving
 @pytest.fixture(scope="module")
 async def served(api_env, pool, test_settings, tmp_path_factory):
-    """The API with its own worker (task queue TQ). Attachments go to <tmp>/root/attachments, so a
+    """The API with its own worker (on its own task queue). Attachments go to <tmp>/root/attachments, so a
     path traversal would land in <tmp>/root or <tmp>: both are watched."""
     tmp = tmp_path_factory.mktemp("hostile")
-    async with api_stack(api_env.client, test_settings, TQ,
+    async with api_stack(api_env.client, test_settings, "aftersales-hostile-test",
                          attachments_dir=str(tmp / "root" / "attachments")) as (app, _, s):
         yield app, s, tmp
 

@@ -17,16 +17,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from devstack.postgres import free_port
-from devstack.temporal_server import (
-    ensure_search_attributes,
-    list_custom_search_attributes,
-    start_dev_server,
-    stop_process,
-    wait_until_ready,
-)
+from devstack.temporal_server import ensure_search_attributes, list_custom_search_attributes
 from domain.models import (
     Actor,
     CaseKind,
@@ -44,13 +36,13 @@ from domain.models import (
 from domain.policy import Policy
 from starter.service import CaseService
 from starter.wallet import request_payout
-from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import settle_refund, state, wait_for, wait_stage
+from tests.helpers.servers import start_dev_server, start_metrics_runtime
+from tests.helpers.data import make_order, make_party, order_total
+from tests.helpers.cases import settle_refund, state, wait_for, wait_stage
 from workflows import search_attributes as sa
 from workflows.case import CaseWorkflow
 from workflows.payout import PayoutWorkflow
 
-TQ = "ops-test"
 IBAN = "FR1420041010050500013M02606"
 
 # ---------------------------------------------------------------- the filters of docs/operations.md
@@ -83,29 +75,29 @@ class Ops:
     service: CaseService
     metrics_url: str
     gateway_url: str
+    task_queue: str
 
 
 @pytest.fixture(scope="module")
 async def ops(pool, test_settings, gateway_sandbox, tmp_path_factory):
     from worker import build_worker, connect
 
-    port, metrics_port = free_port(), free_port()
-    log = open(tmp_path_factory.mktemp("temporal-dev") / "server.log", "ab")
-    proc = start_dev_server(None, port, None, log, start_new_session=True)  # in memory, headless
+    # The metrics exporter binds its port first; the dev server then picks its own ports around it.
+    runtime, metrics_port = start_metrics_runtime()
+    server = await start_dev_server(tmp_path_factory.mktemp("temporal-dev") / "server.log",
+                                    start_new_session=True)  # in memory, headless
     try:
-        address = f"127.0.0.1:{port}"
-        admin = await wait_until_ready(address, timeout=30, process=proc)
+        admin = await Client.connect(server.address)
         await ensure_search_attributes(admin)
-        # The worker's own Runtime, as worker.main() builds it when METRICS_BIND is set.
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}")))
-        s = dataclasses.replace(test_settings, task_queue=TQ, temporal_address=address)
+        task_queue = "ops-test"
+        s = dataclasses.replace(test_settings, task_queue=task_queue, temporal_address=server.address)
         client = await connect(s, runtime)
         async with build_worker(client, s):
-            yield Ops(client=client, service=CaseService(pool, client, TQ, Policy()),
-                      metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", gateway_url=gateway_sandbox.url)
+            yield Ops(client=client, service=CaseService(pool, client, task_queue, Policy()),
+                      metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", gateway_url=gateway_sandbox.url,
+                      task_queue=task_queue)
     finally:
-        stop_process(proc)
-        log.close()
+        server.stop()
 
 
 # ---------------------------------------------------------------- driving cases (as test_returns.py)
@@ -165,7 +157,7 @@ async def partial_refund(handle, party, cents: int):
 
 
 async def start_payout(ops: Ops, pool, party, cents: int, key: str) -> WorkflowHandle:
-    view, _ = await request_payout(pool, ops.client, TQ, Policy(), customer(party), amount_cents=cents,
+    view, _ = await request_payout(pool, ops.client, ops.task_queue, Policy(), customer(party), amount_cents=cents,
                                    account_holder="Alice Martin", iban=IBAN, bic=None, idempotency_key=key)
     handle = ops.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"])
     for _ in range(300):
@@ -400,13 +392,13 @@ async def test_metrics_endpoint_exports_sdk_and_business_metrics(ops, pool):
     assert delta("aftersales_payouts", stage="settled") == 1
     assert delta("aftersales_payouts_settled_cents") == 2500
     # The worker's task queue labels them, as the SDK's own metrics.
-    assert total(after, "aftersales_cases_opened", task_queue=TQ, kind="defect") >= 1
+    assert total(after, "aftersales_cases_opened", task_queue=ops.task_queue, kind="defect") >= 1
     # SDK metrics from the same endpoint.
-    assert delta("temporal_workflow_completed", workflow_type="CaseWorkflow", task_queue=TQ) >= 3
-    assert delta("temporal_workflow_completed", workflow_type="PayoutWorkflow", task_queue=TQ) >= 1
+    assert delta("temporal_workflow_completed", workflow_type="CaseWorkflow", task_queue=ops.task_queue) >= 3
+    assert delta("temporal_workflow_completed", workflow_type="PayoutWorkflow", task_queue=ops.task_queue) >= 1
     assert delta("temporal_activity_execution_latency_count", activity_type="record_case_event") > 0
     assert delta("temporal_workflow_task_execution_latency_count", workflow_type="CaseWorkflow") > 0
-    assert total(after, "temporal_worker_start", task_queue=TQ) >= 1
+    assert total(after, "temporal_worker_start", task_queue=ops.task_queue) >= 1
 
 
 def test_each_missed_deadline_counts_once(monkeypatch):

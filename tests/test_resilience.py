@@ -23,12 +23,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devstack.gateway_sandbox import create_app as create_sandbox
-from devstack.temporal_server import ensure_search_attributes, start_dev_server, stop_process, wait_until_ready
+from devstack.temporal_server import ensure_search_attributes, stop_process
 from starter.api import create_app
-from tests.conftest import ROOT, ServedApp, free_port
-from tests.support import make_order, make_party, order_total
+from tests.helpers.servers import ROOT, ServedApp, bound_socket, start_dev_server
+from tests.helpers.data import make_order, make_party, order_total
 
-TASK_QUEUE = "resilience"
 FIGURES: dict[str, object] = {}
 
 
@@ -62,26 +61,26 @@ class Stack:
 async def stack(pool, pg_server, database_url, mail_sink, test_settings, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resilience")
     st = Stack()
-    st.db_file, st.port, st.log = tmp / "temporal.db", free_port(), tmp / "server.log"
-    st.server = start_dev_server(st.db_file, st.port, None, st.log)
+    st.server = await start_dev_server(tmp / "server.log", db_file=tmp / "temporal.db")
+    st.task_queue = "resilience"
     worker = None
     try:
-        await wait_until_ready(f"127.0.0.1:{st.port}", timeout=30, process=st.server)
-        client = await Client.connect(f"127.0.0.1:{st.port}", data_converter=pydantic_data_converter)
+        client = await Client.connect(st.server.address, data_converter=pydantic_data_converter)
         await ensure_search_attributes(client)
-        api_port = free_port()
+        api_sock = bound_socket()
+        api_port = api_sock.getsockname()[1]
         st.sandbox = await ServedApp(create_sandbox(
             api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
-            webhook_secret="whsec_test", settle_after_seconds=0.3)).start()
-        st.settings = replace(test_settings, task_queue=TASK_QUEUE, gateway_url=st.sandbox.url,
-                              temporal_address=f"127.0.0.1:{st.port}", database_url=database_url)
+            webhook_secret="whsec_test", settle_after_seconds=0.3), name="gateway sandbox").start()
+        st.settings = replace(test_settings, task_queue=st.task_queue, gateway_url=st.sandbox.url,
+                              temporal_address=st.server.address, database_url=database_url)
         env = {**os.environ, "TEMPORAL_ADDRESS": st.settings.temporal_address, "DATABASE_URL": database_url,
                "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail_sink.port), "GATEWAY_URL": st.sandbox.url,
                "GATEWAY_API_KEY": "sk_test_sandbox", "GATEWAY_WEBHOOK_SECRET": "whsec_test",
-               "TASK_QUEUE": TASK_QUEUE, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
+               "TASK_QUEUE": st.task_queue, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
         st.worker = worker = WorkerProc(env, tmp / "worker.log")
         worker.start()
-        st.api = await ServedApp(create_app(st.settings, temporal_client=client), port=api_port).start()
+        st.api = await ServedApp(create_app(st.settings, temporal_client=client), sock=api_sock, name="API").start()
         st.pool, st.pg, st.mail = pool, pg_server, mail_sink
         async with httpx.AsyncClient(base_url=st.api.url, timeout=30) as http:
             st.http = http
@@ -91,7 +90,7 @@ async def stack(pool, pg_server, database_url, mail_sink, test_settings, tmp_pat
     finally:
         if worker:
             worker.stop()
-        stop_process(st.server)
+        st.server.stop()
         print("\nRESILIENCE FIGURES:", FIGURES)
 
 
@@ -248,11 +247,10 @@ async def test_temporal_server_restart_mid_flight(stack):
     cases = await open_cases(st, 8, 0)
     await asyncio.sleep(0.5)
     t0 = time.monotonic()
-    stop_process(st.server)
+    st.server.stop()
     t_stop = time.monotonic() - t0
     await asyncio.sleep(1.0)
-    st.server = start_dev_server(st.db_file, st.port, None, st.log)
-    await wait_until_ready(f"127.0.0.1:{st.port}", timeout=30, process=st.server)
+    await st.server.restart()  # on the same port: the worker and the API know that address
     t1 = time.monotonic()
     await all_closed(st, cases, timeout=60)
     figures = {"stop_s": round(t_stop, 1), "down_s": round(t1 - t0, 1), "closed_after_up_s": round(time.monotonic() - t1, 1)}

@@ -24,8 +24,8 @@ from domain.models import (
     Stage,
 )
 from domain.policy import Policy
-from tests.support import make_order, make_party, order_total
-from tests.workflow_helpers import (
+from tests.helpers.data import make_order, make_party, order_total
+from tests.helpers.cases import (
     jump_to,
     mail_with,
     mails_to,
@@ -39,7 +39,6 @@ from tests.workflow_helpers import (
 )
 from workflows.case import CaseWorkflow
 
-TQ = "aftersales-test"
 CARE = "care@marketplace.example"
 
 
@@ -64,12 +63,12 @@ async def delivered_order(ts_env, pool, party, days_ago: float = 1) -> str:
     return await make_order(pool, party, "delivered", delivered_at=now - timedelta(days=days_ago))
 
 
-async def open_case(ts_env, pool, party, kind: CaseKind, policy: Policy | None = None, **extra):
+async def open_case(ts_env, pool, task_queue, party, kind: CaseKind, policy: Policy | None = None, **extra):
     order_id = await delivered_order(ts_env, pool, party)
     if kind == CaseKind.defect:
         extra.setdefault("category", DefectCategory.screen)
         extra.setdefault("description", "The screen flickers and goes black after a minute.")
-    return await start_case(ts_env, pool, TQ, order_id, kind, policy=policy, **extra), order_id
+    return await start_case(ts_env, pool, task_queue, order_id, kind, policy=policy, **extra), order_id
 
 
 async def issue_label(handle, party, tracking="RET123456"):
@@ -98,8 +97,8 @@ async def walk_to_received(ts_env, handle, party):
 
 
 # ------------------------------------------------------------------------------------ happy paths
-async def test_withdrawal_happy_path_refunds_once(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+async def test_withdrawal_happy_path_refunds_once(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     s = await wait_stage(handle, Stage.awaiting_return_label)
     assert s.waiting_for == "seller" and s.deadline is not None
     assert await mail_with(mail_sink, party["seller_email"], "Return label needed")
@@ -125,8 +124,8 @@ async def test_withdrawal_happy_path_refunds_once(ts_env, pool, case_worker, gat
         assert e in events
 
 
-async def test_defect_claim_refund_path(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.defect)
+async def test_defect_claim_refund_path(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
     await wait_stage(handle, Stage.awaiting_photos)
     await handle.signal(CaseWorkflow.attachments_added, 2)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
@@ -151,8 +150,8 @@ async def test_defect_claim_refund_path(ts_env, pool, case_worker, gateway_sandb
     assert (await handle.result()).outcome == Outcome.refunded
 
 
-async def test_defect_claim_exchange_closes_on_delivery_of_the_replacement(ts_env, pool, case_worker, mail_sink, party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.defect)
+async def test_defect_claim_exchange_closes_on_delivery_of_the_replacement(ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
     await handle.signal(CaseWorkflow.attachments_added, 1)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(actor=seller(party), decision="exchange"))
@@ -173,8 +172,8 @@ async def test_defect_claim_exchange_closes_on_delivery_of_the_replacement(ts_en
     assert await mail_with(mail_sink, party["customer_email"], "replacement is on its way")
 
 
-async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker, gateway_sandbox, party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.defect)
+async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker, gateway_sandbox, party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
     await handle.signal(CaseWorkflow.attachments_added, 1)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     with pytest.raises(WorkflowUpdateFailedError) as err:  # more than paid
@@ -192,8 +191,8 @@ async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker,
 
 
 async def test_warranty_never_refunds_and_impossible_repair_goes_to_care(ts_env, pool, case_worker, gateway_sandbox,
-                                                                         party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.warranty)
+                                                                         party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.warranty)
     await wait_stage(handle, Stage.awaiting_seller_decision)
     for decision in ("refund", "partial_refund"):
         with pytest.raises(WorkflowUpdateFailedError) as err:
@@ -215,8 +214,8 @@ async def test_warranty_never_refunds_and_impossible_repair_goes_to_care(ts_env,
 
 
 # ------------------------------------------------------------------------------------ deadlines
-async def test_photos_deadline_expires_the_claim(ts_env, pool, case_worker, mail_sink, party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.defect)
+async def test_photos_deadline_expires_the_claim(ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
     s = await wait_stage(handle, Stage.awaiting_photos)
     await jump_to(ts_env, s.deadline + timedelta(minutes=1))
     final = await handle.result()
@@ -226,8 +225,8 @@ async def test_photos_deadline_expires_the_claim(ts_env, pool, case_worker, mail
     assert "Reminder: add photos to your claim" in subjects and any("closed (expired)" in x for x in subjects)
 
 
-async def test_claim_seller_silent_escalates(ts_env, pool, case_worker, mail_sink, party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.warranty)
+async def test_claim_seller_silent_escalates(ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.warranty)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
     await jump_to(ts_env, s.deadline - timedelta(hours=1))
     assert not (await state(handle)).escalated
@@ -242,8 +241,8 @@ async def test_claim_seller_silent_escalates(ts_env, pool, case_worker, mail_sin
 
 
 async def test_label_deadline_reminds_then_escalates_and_the_label_still_counts(ts_env, pool, case_worker, mail_sink,
-                                                                                party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+                                                                                party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     s = await wait_stage(handle, Stage.awaiting_return_label)
     await jump_to(ts_env, s.deadline - timedelta(hours=1))
     s2 = await state(handle)
@@ -257,8 +256,8 @@ async def test_label_deadline_reminds_then_escalates_and_the_label_still_counts(
 
 
 async def test_label_missing_renotifies_then_escalates_on_the_second_report(ts_env, pool, case_worker, mail_sink,
-                                                                            party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+                                                                            party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     await wait_stage(handle, Stage.awaiting_return_label)
     await handle.execute_update(CaseWorkflow.report_label_missing, SimpleAction(actor=customer(party)))
     await wait_for(handle, lambda s: s.stage == Stage.awaiting_return_label)
@@ -275,8 +274,8 @@ async def test_label_missing_renotifies_then_escalates_on_the_second_report(ts_e
     assert len(seller_mails()) == 2
 
 
-async def test_shipment_deadline_reminds_customer_then_expires(ts_env, pool, case_worker, mail_sink, party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+async def test_shipment_deadline_reminds_customer_then_expires(ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     await wait_stage(handle, Stage.awaiting_return_label)
     await issue_label(handle, party)
     s = await wait_stage(handle, Stage.awaiting_shipment)
@@ -291,9 +290,9 @@ async def test_shipment_deadline_reminds_customer_then_expires(ts_env, pool, cas
 
 
 @pytest.mark.parametrize("on_behalf", [True, False])
-async def test_refund_activation_missed(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, on_behalf):
+async def test_refund_activation_missed(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, on_behalf, task_queue):
     policy = Policy(marketplace_refunds_on_seller_behalf=on_behalf)
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.withdrawal, policy=policy)
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal, policy=policy)
     await walk_to_received(ts_env, handle, party)
     s = await wait_stage(handle, Stage.awaiting_refund_activation)
     await jump_to(ts_env, s.deadline - timedelta(hours=1))
@@ -315,8 +314,8 @@ async def test_refund_activation_missed(ts_env, pool, case_worker, gateway_sandb
     assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
 
 
-async def test_care_extends_the_label_deadline(ts_env, pool, case_worker, party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+async def test_care_extends_the_label_deadline(ts_env, pool, case_worker, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     s = await wait_stage(handle, Stage.awaiting_return_label)
     answer = await handle.execute_update(CaseWorkflow.care_resolve, CareRequest(
         actor=AGENT, resolution=CareResolution.extend_deadline, reason="Seller on holiday.", extend_hours=48))
@@ -330,8 +329,8 @@ async def test_care_extends_the_label_deadline(ts_env, pool, case_worker, party)
 
 
 # ------------------------------------------------------------------------------------ wrong actions
-async def test_duplicate_and_out_of_order_actions_change_nothing(ts_env, pool, case_worker, gateway_sandbox, party):
-    handle, order_id = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+async def test_duplicate_and_out_of_order_actions_change_nothing(ts_env, pool, case_worker, gateway_sandbox, party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     await wait_stage(handle, Stage.awaiting_return_label)
 
     async def refused(update, arg, error_type):
@@ -363,12 +362,12 @@ async def test_duplicate_and_out_of_order_actions_change_nothing(ts_env, pool, c
 
 @pytest.mark.xfail(reason="known: under heavy machine load the withdrawal (which cancels the return child) "
                           "has hung once; bounded here so it cannot stall the suite", strict=False)
-async def test_customer_withdraws_while_waiting_for_shipment(ts_env, pool, case_worker, party):
-    await asyncio.wait_for(_withdraw_while_waiting_for_shipment(ts_env, pool, party), 90)
+async def test_customer_withdraws_while_waiting_for_shipment(ts_env, pool, case_worker, party, task_queue):
+    await asyncio.wait_for(_withdraw_while_waiting_for_shipment(ts_env, pool, task_queue, party), 90)
 
 
-async def _withdraw_while_waiting_for_shipment(ts_env, pool, party):
-    handle, _ = await open_case(ts_env, pool, party, CaseKind.withdrawal)
+async def _withdraw_while_waiting_for_shipment(ts_env, pool, task_queue, party):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     await wait_stage(handle, Stage.awaiting_return_label)
     await issue_label(handle, party)
     await wait_stage(handle, Stage.awaiting_shipment)

@@ -7,9 +7,9 @@ import time
 from datetime import timedelta
 
 import pytest
+from temporalio.client import Client
 
 from devstack import seed as demo
-from devstack.postgres import free_port
 from devstack.temporal_server import (
     dev_server_command,
     ensure_search_attributes,
@@ -23,6 +23,8 @@ from devstack.temporal_server import (
 from domain.models import Order
 from domain.policy import Policy
 from starter.auth import actor_for_token
+from tests.helpers.servers import log_tail, retry_on_port_clash_async
+from tests.helpers.servers import start_dev_server as start_test_dev_server
 from workflows import search_attributes as sa
 
 DEMO_CUSTOMERS = ["cust_alice", "cust_bob"]
@@ -148,44 +150,49 @@ def test_server_binaries_are_installed():
 
 async def test_dev_server_registers_search_attributes_and_keeps_them_across_restarts(tmp_path):
     started = time.monotonic()
-    db_file, log = tmp_path / "temporal.db", tmp_path / "temporal.log"
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-
-    proc = start_dev_server(db_file, port, None, log)
+    server = await start_test_dev_server(tmp_path / "temporal.log", db_file=tmp_path / "temporal.db")
     try:
-        client = await wait_until_ready(address, timeout=20, process=proc)
+        client = await Client.connect(server.address)
         assert await list_custom_search_attributes(client) == EXPECTED_ATTRIBUTES
     finally:
-        assert stop_process(proc) is not None
-    assert db_file.exists()
+        server.stop()
+    assert server.proc.returncode is not None and (tmp_path / "temporal.db").exists()
 
     # Restart on the same SQLite file with the same flags: starts, and the attributes are there.
-    proc = start_dev_server(db_file, port, None, log)
+    await server.restart()
     try:
-        client = await wait_until_ready(address, timeout=20, process=proc)
+        client = await Client.connect(server.address)
         assert await ensure_search_attributes(client) == []
         assert await list_custom_search_attributes(client) == EXPECTED_ATTRIBUTES
     finally:
-        stop_process(proc)
+        server.stop()
     assert time.monotonic() - started < 15
 
 
 async def test_attributes_missing_from_an_existing_database_are_added(tmp_path):
     """The CLI ignores --search-attribute on an existing database (checked with CLI 1.9.1): a new
     attribute in the code reaches an old .data/temporal.db only through ensure_search_attributes."""
-    db_file = tmp_path / "old.db"
-    port = free_port()
+    db_file, log = tmp_path / "old.db", tmp_path / "old.log"
+
     # A database created by an older version of the project, without the custom attributes.
-    bare = [a for a in dev_server_command(db_file, port, None) if "=" not in a and a != "--search-attribute"]
-    proc = subprocess.Popen(bare, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    async def start_bare(port: int):
+        bare = [a for a in dev_server_command(db_file, port, None) if "=" not in a and a != "--search-attribute"]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(bare, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            return proc, port, await wait_until_ready(f"127.0.0.1:{port}", timeout=20, process=proc)
+        except BaseException:
+            stop_process(proc)
+            raise
+
+    proc, port, client = await retry_on_port_clash_async("bare Temporal dev server", start_bare,
+                                                         log=lambda: log_tail(log))
     try:
-        client = await wait_until_ready(f"127.0.0.1:{port}", timeout=20, process=proc)
         assert await list_custom_search_attributes(client) == {}
     finally:
         stop_process(proc)
 
-    proc = start_dev_server(db_file, port, None, None)
+    proc = start_dev_server(db_file, port, None, log)
     try:
         client = await wait_until_ready(f"127.0.0.1:{port}", timeout=20, process=proc)
         await ensure_search_attributes(client)

@@ -12,6 +12,7 @@ import pytest
 
 from devstack.postgres import free_port
 from devstack.smtp_sink import SmtpSink
+from tests.helpers.servers import ServerStartError, lost_port_race, start_smtp_sink
 
 
 def mail(to: str, subject: str, body: str, message_id: str | None = None, case_id: str | None = None) -> EmailMessage:
@@ -33,7 +34,7 @@ async def send(sink: SmtpSink, msg: EmailMessage) -> None:
 
 @pytest.fixture
 def sink(tmp_path):
-    s = SmtpSink(host="127.0.0.1", port=free_port(), maildir=tmp_path / "mail", web_port=0).start()
+    s = start_smtp_sink(maildir=tmp_path / "mail", web_port=0)
     yield s
     s.stop()
 
@@ -70,8 +71,8 @@ async def test_same_message_id_is_kept_once(sink):
 
 async def test_maildir_is_reloaded_after_a_restart_and_still_deduplicates(tmp_path):
     maildir = tmp_path / "mail"
-    port = free_port()
-    first = SmtpSink("127.0.0.1", port, maildir, None).start()
+    first = start_smtp_sink(maildir=maildir, web_port=None)
+    port = first.port  # the restart below takes the same port again, as `make run` does
     try:
         await send(first, mail("alice@example.com", "Before restart", "kept on disk", "<keep-1@aftersales>",
                                case_id="c9"))
@@ -125,15 +126,28 @@ async def test_web_view_lists_and_filters(sink):
         assert (await http.get("/nowhere")).status_code == 404
 
 
+async def start_sink_module(maildir, attempts: int = 5):
+    """`python -m devstack.smtp_sink` on free ports, again on others when it lost them to another
+    process. Returns (process, smtp port, web port, banner)."""
+    for attempt in range(1, attempts + 1):
+        port, web_port = free_port(), free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "devstack.smtp_sink", "--port", str(port),
+            "--web-port", str(web_port), "--maildir", str(maildir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        banner = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        if f":{port}" in banner:
+            return proc, port, web_port, banner
+        rest = banner + (await asyncio.wait_for(proc.stdout.read(), 15)).decode()
+        await proc.wait()
+        if not (lost_port_race(rest) and attempt < attempts):
+            raise ServerStartError("python -m devstack.smtp_sink", port, f"exited with {proc.returncode}", rest)
+
+
 async def test_runs_as_a_module(tmp_path):
-    port, web_port = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devstack.smtp_sink", "--port", str(port),
-        "--web-port", str(web_port), "--maildir", str(tmp_path / "mail"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc, port, web_port, banner = await start_sink_module(tmp_path / "mail")
     try:
-        banner = await asyncio.wait_for(proc.stdout.readline(), 15)
-        assert f":{port}" in banner.decode()
+        assert f":{port}" in banner
         await aiosmtplib.send(mail("alice@example.com", "Via the module", "x", "<mod-1@aftersales>"),
                               hostname="127.0.0.1", port=port, timeout=10)
         async with httpx.AsyncClient(timeout=5) as http:

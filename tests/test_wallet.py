@@ -14,11 +14,10 @@ from domain.models import Actor, GatewayEvent, PayoutStage, Role, WalletCredit, 
 from domain.policy import Policy
 from starter.service import Forbidden, Invalid
 from starter.wallet import request_payout, validate_bank_account
-from tests.support import make_party
-from tests.workflow_helpers import STARTED, jump_to, mail_with, mails_to
+from tests.helpers.data import make_party
+from tests.helpers.cases import STARTED, jump_to, mail_with, mails_to
 from workflows.payout import PayoutWorkflow
 
-TQ = "aftersales-test"
 IBAN_FR = "FR1420041010050500013M02606"
 IBAN_DE = "DE89370400440532013000"
 
@@ -37,9 +36,9 @@ async def wallet_of(pool, customer_id) -> dict:
         return await balances(conn, customer_id)
 
 
-async def payout(ts_env, pool, party, cents, key=None, iban=IBAN_FR, bic=None):
+async def payout(ts_env, pool, task_queue, party, cents, key=None, iban=IBAN_FR, bic=None):
     actor = Actor(role=Role.customer, id=party["customer_id"])
-    view, created = await request_payout(pool, ts_env.client, TQ, Policy(), actor, amount_cents=cents,
+    view, created = await request_payout(pool, ts_env.client, task_queue, Policy(), actor, amount_cents=cents,
                                          account_holder="Alice Martin", iban=iban, bic=bic, idempotency_key=key)
     STARTED.append(ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"]))
     return view, created
@@ -85,22 +84,22 @@ def test_valid_accounts_are_normalised():
 
 
 # ------------------------------------------------------------------------------ holds
-async def test_amount_above_the_balance_and_other_roles_are_refused(ts_env, pool, case_worker):
+async def test_amount_above_the_balance_and_other_roles_are_refused(ts_env, pool, case_worker, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 1000, f"{party['customer_id']}:c1")
     with pytest.raises(Invalid) as err:
-        await payout(ts_env, pool, party, 1001)
+        await payout(ts_env, pool, task_queue, party, 1001)
     assert err.value.extra["field"] == "amount_cents"
     with pytest.raises(Forbidden):
-        await request_payout(pool, ts_env.client, TQ, Policy(), Actor(role=Role.seller, id=party["seller_id"]),
+        await request_payout(pool, ts_env.client, task_queue, Policy(), Actor(role=Role.seller, id=party["seller_id"]),
                              amount_cents=10, account_holder="x y", iban=IBAN_FR, bic=None, idempotency_key=None)
     assert (await wallet_of(pool, party["customer_id"]))["available_cents"] == 1000
 
 
-async def test_concurrent_payouts_never_overdraw(ts_env, pool, case_worker):
+async def test_concurrent_payouts_never_overdraw(ts_env, pool, case_worker, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 1000, f"{party['customer_id']}:c1")
-    results = await asyncio.gather(*[payout(ts_env, pool, party, 300, key=f"k{i}") for i in range(8)],
+    results = await asyncio.gather(*[payout(ts_env, pool, task_queue, party, 300, key=f"k{i}") for i in range(8)],
                                    return_exceptions=True)
     accepted = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, Invalid)]
@@ -110,12 +109,12 @@ async def test_concurrent_payouts_never_overdraw(ts_env, pool, case_worker):
 
 
 # ------------------------------------------------------------------------------ payout workflow
-async def test_payout_settled_on_day_three(ts_env, pool, case_worker, gateway_sandbox, mail_sink):
+async def test_payout_settled_on_day_three(ts_env, pool, case_worker, gateway_sandbox, mail_sink, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 5000, f"{party['customer_id']}:c1")
-    view, created = await payout(ts_env, pool, party, 4000, key="p1", bic="PSSTFRPP")
+    view, created = await payout(ts_env, pool, task_queue, party, 4000, key="p1", bic="PSSTFRPP")
     assert created and view["iban"].endswith("2606") and IBAN_FR not in str(view)
-    again, created_again = await payout(ts_env, pool, party, 4000, key="p1", bic="PSSTFRPP")
+    again, created_again = await payout(ts_env, pool, task_queue, party, 4000, key="p1", bic="PSSTFRPP")
     assert not created_again and again["payout_id"] == view["payout_id"]
     s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
     assert s.expected_by == Policy().payout_settlement_deadline(await ts_env.get_current_time())
@@ -131,10 +130,10 @@ async def test_payout_settled_on_day_three(ts_env, pool, case_worker, gateway_sa
     assert sent and IBAN_FR not in sent[0]["body"] and "2606" in sent[0]["body"]
 
 
-async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, pool, case_worker, mail_sink):
+async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, pool, case_worker, mail_sink, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 2000, f"{party['customer_id']}:c1")
-    view, _ = await payout(ts_env, pool, party, 2000, key="p-late")
+    view, _ = await payout(ts_env, pool, task_queue, party, 2000, key="p-late")
     s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
     await jump_to(ts_env, s.expected_by - timedelta(hours=1))
     assert not any(view["payout_id"] in m["subject"] for m in mails_to(mail_sink, "care@marketplace.example"))
@@ -148,10 +147,10 @@ async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, p
     assert await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])
 
 
-async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, mail_sink):
+async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, mail_sink, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 2500, f"{party['customer_id']}:c1")
-    view, _ = await payout(ts_env, pool, party, 2500, key="p-rej")
+    view, _ = await payout(ts_env, pool, task_queue, party, 2500, key="p-rej")
     s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
     assert (await wallet_of(pool, party["customer_id"]))["available_cents"] == 0
     handle = ts_env.client.get_workflow_handle_for(PayoutWorkflow.run, view["payout_id"])
@@ -170,7 +169,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["credit", "payout", "settle", "reject"
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=OPS)
-async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, pool, case_worker, gateway_sandbox, ops):
+async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, pool, case_worker, gateway_sandbox, ops, task_queue):
     """Credits, payouts, settlements and rejections in any order, with the gateway failing calls (the
     activities retry): balance = credits − settled payouts, never below zero; one transfer per payout."""
     party = await make_party(pool)
@@ -188,7 +187,7 @@ async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, po
                                 json={"mode": "accept_then_error" if amount % 2 else "error", "count": 1})
             elif op == "payout":
                 try:
-                    view, _ = await payout(ts_env, pool, party, amount, key=f"{i}")
+                    view, _ = await payout(ts_env, pool, task_queue, party, amount, key=f"{i}")
                 except Invalid:
                     continue
                 s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement, timeout=30)
@@ -212,14 +211,14 @@ async def test_ledger_property_any_sequence_with_failures_and_retries(ts_env, po
 
 
 async def test_card_refund_refused_for_good_falls_back_to_the_wallet(ts_env, pool, case_worker, gateway_sandbox,
-                                                                      mail_sink):
-    from tests.support import make_order, order_total
-    from tests.workflow_helpers import settle_refund, start_case, wait_stage
+                                                                      mail_sink, task_queue):
+    from tests.helpers.data import make_order, order_total
+    from tests.helpers.cases import settle_refund, start_case, wait_stage
     from domain.models import Outcome, Stage
 
     party = await make_party(pool)
     order_id = await make_order(pool, party, "paid")
-    handle = await start_case(ts_env, pool, TQ, order_id)
+    handle = await start_case(ts_env, pool, task_queue, order_id)
     await wait_stage(handle, Stage.awaiting_bank_settlement)
     # The bank reports the card closed: the gateway's refund ends "failed".
     await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}", status="failed")

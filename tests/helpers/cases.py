@@ -12,7 +12,7 @@ from domain.calendar import PARIS
 from domain.models import Actor, CaseInput, CaseKind, CaseState, GatewayEvent, Role, Stage
 from domain.policy import Policy
 from starter.service import order_from_row
-from tests.support import new_id
+from tests.helpers.data import new_id
 from workflows.case import CaseWorkflow
 
 
