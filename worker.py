@@ -19,10 +19,9 @@ from config import Settings, settings, setup_logging
 from workflows.case import CaseWorkflow
 from workflows.common import SellerWebhookWorkflow
 from workflows.payout import PayoutWorkflow
-from workflows.refund import RefundWorkflow
-from workflows.return_shipment import ReturnShipmentWorkflow
 
-WORKFLOWS = [CaseWorkflow, ReturnShipmentWorkflow, RefundWorkflow, PayoutWorkflow, SellerWebhookWorkflow]
+# One workflow per case; payouts and seller webhook deliveries have lifecycles of their own.
+WORKFLOWS = [CaseWorkflow, PayoutWorkflow, SellerWebhookWorkflow]
 # The pure core and pydantic are deterministic: pass them through the sandbox instead of
 # re-importing them for every workflow run (faster, and one set of model classes).
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "holidays", "activities", "config", "annotated_types")

@@ -140,9 +140,12 @@ class DecisionRequest(BaseModel):
 
 
 class CareResolution(StrEnum):
-    force_refund = "force_refund"
-    extend_deadline = "extend_deadline"
-    close = "close"
+    force_refund = "force_refund"  # refund in full now (once per decision; never twice)
+    extend_deadline = "extend_deadline"  # give the stage's owner extend_hours more (re-arms the timer)
+    close = "close"  # close the case with the reason
+    mark_received = "mark_received"  # a parcel arrived (return at the seller's, outbound at the customer's)
+    mark_lost = "mark_lost"  # a parcel is lost in transit: the customer is refunded in full
+    mark_settled = "mark_settled"  # the bank settled the refund (the gateway's event was lost)
 
 
 class WalletCredit(BaseModel):
@@ -218,7 +221,7 @@ class Notification(BaseModel):
 class RefundRequest(BaseModel):
     idempotency_key: str
     case_id: str
-    workflow_id: str  # where the gateway's settlement event is routed
+    workflow_id: str  # where the gateway's settlement event is routed (the case's workflow id)
     order_id: str
     customer_id: str
     payment_intent: str
@@ -231,16 +234,8 @@ class RefundResult(BaseModel):
     status: str
 
 
-class RefundOutcome(BaseModel):
-    """What a refund child workflow ends with."""
-    refund_id: str | None
-    settled: bool
-    failed_reason: str | None = None
-    amount: Money
-
-
 class GatewayEvent(BaseModel):
-    """A settlement or failure reported by the gateway's webhook (signal to the refund workflow)."""
+    """A settlement or failure reported by the gateway's webhook (signal to the case or payout)."""
     object_id: str
     status: Literal["succeeded", "failed", "canceled"]
     failure_reason: str | None = None
@@ -255,45 +250,6 @@ class OrderStatusChange(BaseModel):
 class OrderStatusResult(BaseModel):
     applied: bool
     status: OrderStatus
-
-
-class StageReport(BaseModel):
-    """A child workflow (return shipment, refund) tells its case what happened: the case moves its own
-    stage, search attributes, read model and timeline accordingly."""
-    event: str  # timeline event
-    stage: Stage | None = None  # the case's new stage; None keeps the current one
-    waiting_for: str = "nobody"
-    deadline: datetime | None = None
-    deadline_name: str | None = None
-    detail: dict = Field(default_factory=dict)
-    escalate: str | None = None  # reason, when customer care must look at the case
-
-
-class RefundChildInput(BaseModel):
-    refund: RefundRequest
-    policy: Policy
-    parent_workflow_id: str
-    seller_id: str
-    # Returns: the seller must activate the refund after receiving the item (3 days).
-    require_activation: bool = False
-    received_at: datetime | None = None
-
-
-class ReturnInput(BaseModel):
-    case_id: str
-    parent_workflow_id: str
-    policy: Policy
-    customer_id: str
-    seller_id: str
-    order_id: str
-    seller_pays_label: bool  # the reason is a defect: the label is at the seller's cost
-
-
-class ReturnOutcome(BaseModel):
-    received: bool
-    expired: bool = False
-    received_at: datetime | None = None
-    tracking_number: str | None = None
 
 
 class LabelRequest(BaseModel):

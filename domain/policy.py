@@ -36,9 +36,16 @@ class Policy(BaseModel):
     customer_ships_within_days: int = Field(14, ge=1)
     refund_activation_days: int = Field(3, ge=1)
     marketplace_refunds_on_seller_behalf: bool = True
-    # Replacement / repaired item back to the customer.
+    # A return parcel the customer shipped that nobody reports received for N days: escalated.
+    return_transit_days: int = Field(10, ge=1)
+    # Replacement / repaired item back to the customer; then N days in transit before escalation.
     outbound_shipment_business_days: int = Field(5, ge=1)
-    # Money.
+    outbound_transit_days: int = Field(10, ge=1)
+    # Customer care decides an escalated case within N business days (reminder before, then a
+    # second-level escalation and a new care deadline): no case ever waits on nobody.
+    care_decision_business_days: int = Field(2, ge=1)
+    # Money. A card refund the gateway has not accepted within N hours (outage) is escalated.
+    gateway_refund_hours: int = Field(24, ge=1)
     bank_settlement_business_days: int = Field(5, ge=1)
     payout_settlement_business_days: int = Field(5, ge=1)
     # Legal: refund within 14 days of the withdrawal request (Code de la consommation L221-24).
@@ -66,10 +73,7 @@ class Policy(BaseModel):
     def photos_deadline(self, opened_at: datetime) -> datetime:
         # Elapsed hours: add them in UTC (aware arithmetic in Europe/Paris would be wall-clock
         # arithmetic, one hour off across a DST change), then give the result back in opened_at's zone.
-        if opened_at.tzinfo is None:
-            raise ValueError("naive datetime: pass an aware instant")
-        end = opened_at.astimezone(timezone.utc) + timedelta(hours=self.claim_photos_within_hours)
-        return end.astimezone(opened_at.tzinfo)
+        return _after_hours(opened_at, self.claim_photos_within_hours)
 
     def defect_window_end(self, delivered_at: datetime) -> datetime:
         return calendar.business_days_deadline(delivered_at, self.defect_claim_window_business_days)
@@ -94,11 +98,31 @@ class Policy(BaseModel):
     def outbound_shipment_deadline(self, since: datetime) -> datetime:
         return calendar.business_days_deadline(since, self.outbound_shipment_business_days)
 
+    def return_transit_deadline(self, shipped_at: datetime) -> datetime:
+        return calendar.calendar_days_deadline(shipped_at, self.return_transit_days)
+
+    def outbound_transit_deadline(self, shipped_at: datetime) -> datetime:
+        return calendar.calendar_days_deadline(shipped_at, self.outbound_transit_days)
+
+    def care_deadline(self, escalated_at: datetime) -> datetime:
+        return calendar.business_days_deadline(escalated_at, self.care_decision_business_days)
+
+    def gateway_refund_deadline(self, requested_at: datetime) -> datetime:
+        return _after_hours(requested_at, self.gateway_refund_hours)
+
     def bank_settlement_deadline(self, refunded_at: datetime) -> datetime:
         return calendar.business_days_deadline(refunded_at, self.bank_settlement_business_days)
 
     def payout_settlement_deadline(self, sent_at: datetime) -> datetime:
         return calendar.business_days_deadline(sent_at, self.payout_settlement_business_days)
+
+
+def _after_hours(since: datetime, hours: int) -> datetime:
+    """`hours` elapsed hours after `since`: added in UTC (aware arithmetic in Europe/Paris would be
+    wall-clock arithmetic, one hour off across a DST change), given back in since's zone."""
+    if since.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware instant")
+    return (since.astimezone(timezone.utc) + timedelta(hours=hours)).astimezone(since.tzinfo)
 
 
 def load_policy(environ: dict[str, str] | None = None) -> Policy:

@@ -39,6 +39,8 @@ from starter.auth import actor_for_token
 from activities.cases import verify_signature
 from starter.service import CaseService, ServiceError, add_attachment
 from starter.wallet import get_payout, request_payout, wallet_view
+from workflows.case import CaseWorkflow
+from workflows.payout import PayoutWorkflow
 
 log = logging.getLogger("api")
 
@@ -283,13 +285,13 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
         require(who, Role.seller, "decides")
         req = DecisionRequest(actor=who, decision=body.decision, reason=body.reason,
                               partial_amount_cents=body.partial_amount_cents)
-        return await svc.act(who, case_id, "decide", req)
+        return await svc.act(who, case_id, CaseWorkflow.decide, req)
 
     @app.post("/v1/cases/{case_id}/care")
     async def care(case_id: Id, body: CareBody, who: Who, svc: Svc):
         require(who, Role.agent, "resolves escalations")
         req = CareRequest(actor=who, **body.model_dump())
-        return await svc.act(who, case_id, "care_resolve", req)
+        return await svc.act(who, case_id, CaseWorkflow.care_resolve, req)
 
     @app.post("/v1/cases/{case_id}/attachments", status_code=201)
     async def upload_photo(case_id: Id, who: Who, svc: Svc, file: UploadFile = File(...)):
@@ -300,42 +302,42 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     @app.post("/v1/cases/{case_id}/return-label")
     async def return_label(case_id: Id, body: LabelBody, who: Who, svc: Svc):
         require(who, Role.seller, "issues return labels")
-        return await svc.act(who, case_id, "issue_return_label", LabelRequest(actor=who, **body.model_dump()))
+        return await svc.act(who, case_id, CaseWorkflow.issue_return_label, LabelRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/label-missing")
     async def label_missing(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.customer, "reports a missing label")
-        return await svc.act(who, case_id, "report_label_missing", SimpleAction(actor=who, note=body.note))
+        return await svc.act(who, case_id, CaseWorkflow.report_label_missing, SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/shipment")
     async def shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
         require(who, Role.customer, "reports the return shipment")
-        return await svc.act(who, case_id, "report_shipment", ShipmentRequest(actor=who, **body.model_dump()))
+        return await svc.act(who, case_id, CaseWorkflow.report_shipment, ShipmentRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/receipt")
     async def receipt(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "confirms receipt")
-        return await svc.act(who, case_id, "confirm_receipt", SimpleAction(actor=who, note=body.note))
+        return await svc.act(who, case_id, CaseWorkflow.confirm_receipt, SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/refund-activation")
     async def refund_activation(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "activates refunds")
-        return await svc.act(who, case_id, "activate_refund", SimpleAction(actor=who, note=body.note))
+        return await svc.act(who, case_id, CaseWorkflow.activate_refund, SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/outbound-shipment")
     async def outbound_shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
         require(who, Role.seller, "ships replacements")
-        return await svc.act(who, case_id, "ship_outbound", ShipmentRequest(actor=who, **body.model_dump()))
+        return await svc.act(who, case_id, CaseWorkflow.ship_outbound, ShipmentRequest(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/outbound-impossible")
     async def outbound_impossible(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "declares exchange and repair impossible")
-        return await svc.act(who, case_id, "declare_impossible", SimpleAction(actor=who, note=body.note))
+        return await svc.act(who, case_id, CaseWorkflow.declare_impossible, SimpleAction(actor=who, note=body.note))
 
     @app.post("/v1/cases/{case_id}/withdraw")
     async def withdraw(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.customer, "withdraws the request")
-        return await svc.act(who, case_id, "withdraw", SimpleAction(actor=who, note=body.note))
+        return await svc.act(who, case_id, CaseWorkflow.withdraw, SimpleAction(actor=who, note=body.note))
 
     @app.get("/v1/wallet")
     async def wallet(who: Who, request: Request):
@@ -373,7 +375,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
             return {"received": True, "duplicate": True}
         case_id = await svc.case_for_parcel(ev.tracking_number)
         if case_id:
-            await svc.temporal.get_workflow_handle(case_id).signal("carrier_event", CarrierEvent(**ev.model_dump()))
+            await svc.temporal.get_workflow_handle(case_id).signal(CaseWorkflow.carrier_event, CarrierEvent(**ev.model_dump()))
         await pool.execute("INSERT INTO webhook_events (source, event_id) VALUES ('carrier', $1) ON CONFLICT DO NOTHING",
                            ev.event_id)
         return {"received": True, "case_id": case_id}
@@ -399,7 +401,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
 
 
 async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
-    """Refund settled/failed → signal the refund workflow named in the refund's metadata.
+    """Refund settled/failed → signal the case named in the refund's metadata (a transfer: the payout).
     A repeated event is acknowledged without acting again."""
     pool = app.state.pool
     event_id, kind = event["id"], event["type"]
@@ -419,8 +421,10 @@ async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
         status = "failed"
     if status and workflow_id:
         try:
+            # Refund events go to the case, bank transfer events to the payout (metadata.workflow_id).
+            signal = PayoutWorkflow.gateway_event if kind.startswith("bank_transfer.") else CaseWorkflow.gateway_event
             await app.state.temporal.get_workflow_handle(workflow_id).signal(
-                "gateway_event", GatewayEvent(object_id=obj["id"], status=status,
+                signal, GatewayEvent(object_id=obj["id"], status=status,
                                               failure_reason=obj.get("failure_reason")))
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:

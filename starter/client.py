@@ -15,6 +15,7 @@ import asyncio
 import json
 
 from activities import db
+from workflows.case import CaseWorkflow
 from config import settings
 from domain.models import ActionAnswer, Actor, CaseKind, DecisionRequest
 from domain.policy import load_policy
@@ -49,7 +50,7 @@ class CaseClient:
         return await self.service.get_case(actor, case_id)
 
     async def decide(self, actor: Actor, case_id: str, decision: str, reason: str | None = None) -> ActionAnswer:
-        return await self.service.act(actor, case_id, "decide",
+        return await self.service.act(actor, case_id, CaseWorkflow.decide,
                                       DecisionRequest(actor=actor, decision=decision, reason=reason))
 
 

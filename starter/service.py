@@ -228,8 +228,9 @@ class CaseService:
         return state
 
     # ------------------------------------------------------------ acting
-    async def act(self, actor: Actor, case_id: str, update: str, payload) -> ActionAnswer:
-        """Runs an Update on the case after the cheap checks; the workflow's validator has the last word."""
+    async def act(self, actor: Actor, case_id: str, update, payload) -> ActionAnswer:
+        """Runs an Update (a CaseWorkflow method, e.g. CaseWorkflow.decide) on the case after the cheap
+        checks; the workflow's validator has the last word."""
         row = await self.pool.fetchrow("SELECT customer_id, seller_id, stage FROM cases WHERE case_id = $1", case_id)
         if row is None:
             raise NotFound(f"case {case_id} not found")
@@ -241,7 +242,7 @@ class CaseService:
         try:
             # The answer comes once the case has moved on; a case slow to do so (an outage of the
             # database or the gateway) must not hold the HTTP request: 202, the action goes on.
-            return await asyncio.wait_for(handle.execute_update(update, payload, result_type=ActionAnswer),
+            return await asyncio.wait_for(handle.execute_update(update, payload),
                                           ACTION_ANSWER_TIMEOUT_SECONDS)
         except WorkflowUpdateFailedError as e:
             raise _service_error(e.cause) from e
@@ -325,7 +326,7 @@ async def add_attachment(svc: CaseService, actor: Actor, case_id: str, filename:
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (case_id, sha256) DO NOTHING""",
         f"{attachment_id}_{case_id[-6:]}", case_id, safe_filename(filename), ctype, len(content), digest, str(path))
     count = await svc.pool.fetchval("SELECT count(*) FROM attachments WHERE case_id = $1", case_id)
-    await svc.temporal.get_workflow_handle(case_id).signal("attachments_added", count)
+    await svc.temporal.get_workflow_handle(case_id).signal(CaseWorkflow.attachments_added, count)
     return {"sha256": digest, "content_type": ctype, "size_bytes": len(content), "photos": count}
 
 

@@ -76,6 +76,14 @@ async def ts_env(request):
     await env.shutdown()
 
 
+@pytest.fixture
+async def party(pool):
+    """A customer and a seller of their own (ids, emails, tokens), for one test."""
+    from tests.helpers.data import make_party
+
+    return await make_party(pool)
+
+
 # ----------------------------------------------------------------------------- outside world
 @pytest.fixture(scope="session")
 def mail_sink():

@@ -532,7 +532,7 @@ async def test_allowed_role_in_the_wrong_stage_gets_409_naming_the_stage(api, po
 WRONG_STAGE = {  # action -> (a case where it does not fit, its stage, a body that is valid otherwise)
     "/decision": (withdrawal_awaiting_label, "awaiting_return_label", None),
     "/care": (cancellation_awaiting_decision, "awaiting_seller_decision",
-              {"resolution": "force_refund", "reason": "Not escalated yet."}),
+              {"resolution": "mark_settled", "reason": "No refund under way yet."}),
     "/attachments": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
     "/return-label": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
     "/label-missing": (cancellation_awaiting_decision, "awaiting_seller_decision", None),

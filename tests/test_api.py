@@ -23,9 +23,6 @@ async def api(api_env, pool, test_settings):
             yield client
 
 
-@pytest.fixture
-async def party(pool):
-    return await make_party(pool)
 
 
 def bearer(token: str) -> dict:

@@ -41,9 +41,6 @@ from workflows.case import CaseWorkflow
 
 
 
-@pytest.fixture
-async def party(pool):
-    return await make_party(pool)
 
 
 async def order_status(pool, order_id) -> str:
@@ -244,9 +241,9 @@ async def test_refund_retried_after_the_gateway_accepted_moves_money_once(ts_env
     assert [r["amount"] for r in refunds] == [order_total()]
     row = await pool.fetchrow("SELECT gateway_refund_id, amount_cents FROM refunds WHERE case_id = $1", handle.id)
     assert row["gateway_refund_id"] == refunds[0]["id"]
-    # It really was retried: the child's history shows refund_card's second attempt succeeding (it
+    # It really was retried: the case's history shows refund_card's second attempt succeeding (it
     # found the refund by its metadata instead of creating another).
-    history = await ts_env.client.get_workflow_handle(f"{handle.id}-refund-1").fetch_history()
+    history = await handle.fetch_history()
     refund_card = {e.event_id for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
                    and e.activity_task_scheduled_event_attributes.activity_type.name == "refund_card"}
     attempts = [e.activity_task_started_event_attributes.attempt for e in history.events

@@ -363,7 +363,7 @@ async def test_metrics_endpoint_exports_sdk_and_business_metrics(ops, pool):
     # A paid order cancelled and refunded to the card.
     cancel, order_id = await open_case(ops, pool, p, CaseKind.cancellation, status="paid")
     await wait_stage(cancel, Stage.awaiting_bank_settlement)
-    await settle_refund(ops, ops.gateway_url, cancel.id, f"pi_{order_id}", n=1)
+    await settle_refund(ops, ops.gateway_url, cancel.id, f"pi_{order_id}")
     assert (await cancel.result()).outcome == Outcome.refunded
     # A withdrawal escalated (label missing twice), then withdrawn by the customer.
     ret, _ = await open_case(ops, pool, p, CaseKind.withdrawal)

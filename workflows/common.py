@@ -1,4 +1,4 @@
-"""Building blocks shared by the case workflow and its children (workflow code: deterministic)."""
+"""Building blocks shared by the case and payout workflows (workflow code: deterministic)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,16 +7,13 @@ from typing import Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
     from domain.calendar import PARIS
-    from domain.models import Notification, Role, StageReport
+    from domain.models import Notification, Role
     from workflows.options import NOTIFY_ACTIVITY
-
-REPORT_SIGNAL = "child_report"
-
 
 def euros(cents: int, currency: str = "EUR") -> str:
     return f"{cents / 100:.2f} {currency}"
@@ -30,13 +27,15 @@ def fmt(moment: datetime | None) -> str:
 async def send(case_id: str, key: str, role: Role, recipient: str, subject: str, body: str,
                event: str | None = None) -> bool:
     """Email (+ seller webhook) once per key. A message undeliverable for a day must not block the case:
-    returns False then, and the caller records it."""
+    returns False then, and the caller records it. A cancellation of the workflow is never swallowed."""
     n = Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
                      subject=subject, body=body, case_id=case_id, event=event)
     try:
         has_webhook = await workflow.execute_activity_method(
             CaseActivities.notify, n, summary=f"{role.value}: {subject}", **NOTIFY_ACTIVITY)
-    except ActivityError:
+    except ActivityError as e:
+        if is_cancelled_exception(e):
+            raise
         return False
     if has_webhook:
         # Its own workflow, not awaited: a seller endpoint that fails for hours delays nobody.
@@ -56,12 +55,15 @@ class SellerWebhookWorkflow:
             await workflow.execute_activity_method(CaseActivities.deliver_seller_webhook, n,
                                                    summary=n.event or "case.updated", **NOTIFY_ACTIVITY)
             return True
-        except ActivityError:
+        except ActivityError as e:
+            if is_cancelled_exception(e):
+                raise
             return False
 
 
 class Deadline:
-    """The deadline of the current waiting stage; customer care may extend it while it runs."""
+    """The deadline of the current waiting stage. Moving it (care extends it, an escalation arms the
+    care deadline) wakes the wait, which re-arms its timer, also when the old deadline had passed."""
 
     def __init__(self) -> None:
         self.at: datetime | None = None
@@ -96,13 +98,3 @@ class Deadline:
                     await remind()
                     reminded = True
         return True
-
-
-class ChildReporter:
-    """A child's side of the conversation with its case: stage reports by signal."""
-
-    def __init__(self, parent_workflow_id: str):
-        self.parent = workflow.get_external_workflow_handle(parent_workflow_id)
-
-    async def report(self, event: str, **fields) -> None:
-        await self.parent.signal(REPORT_SIGNAL, StageReport(event=event, **fields))

@@ -9,10 +9,22 @@ from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import WorkflowHandle
 
 from domain.calendar import PARIS
-from domain.models import Actor, CaseInput, CaseKind, CaseState, GatewayEvent, Role, Stage
+from domain.models import (
+    Actor,
+    CarrierEvent,
+    CaseInput,
+    CaseKind,
+    CaseState,
+    DefectCategory,
+    GatewayEvent,
+    LabelRequest,
+    Role,
+    ShipmentRequest,
+    Stage,
+)
 from domain.policy import Policy
 from starter.service import order_from_row
-from tests.helpers.data import new_id
+from tests.helpers.data import make_order, new_id
 from workflows.case import CaseWorkflow
 
 
@@ -58,13 +70,13 @@ async def refunds_at_gateway(gateway_url: str, payment_intent: str) -> list[dict
     return [r for r in st["refunds"] if r["payment_intent"] == payment_intent]
 
 
-async def settle_refund(env, gateway_url: str, case_id: str, payment_intent: str, status: str = "succeeded",
-                        n: int = 1) -> None:
-    """What the gateway's webhook does once the bank settles: signal the refund child workflow."""
+async def settle_refund(env, gateway_url: str, case_id: str, payment_intent: str, status: str = "succeeded") -> None:
+    """What the gateway's webhook does once the bank settles: signal the case (the refund's metadata
+    names its workflow)."""
     [refund] = await refunds_at_gateway(gateway_url, payment_intent)
-    await env.client.get_workflow_handle(f"{case_id}-refund-{n}").signal(
-        "gateway_event", GatewayEvent(object_id=refund["id"], status=status,
-                                      failure_reason=None if status == "succeeded" else "expired_or_canceled_card"))
+    await env.client.get_workflow_handle(case_id).signal(
+        CaseWorkflow.gateway_event, GatewayEvent(object_id=refund["id"], status=status,
+                                                 failure_reason=None if status == "succeeded" else "expired_or_canceled_card"))
 
 
 async def jump_to(env, moment: datetime) -> None:
@@ -110,3 +122,53 @@ async def mail_with(sink, address: str, subject_part: str, timeout: float = 10.0
         if found or loop.time() > end:
             return found
         await asyncio.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------- the parties' actions
+def seller(party):
+    return Actor(role=Role.seller, id=party["seller_id"])
+
+
+def customer(party):
+    return Actor(role=Role.customer, id=party["customer_id"])
+
+
+AGENT = Actor(role=Role.agent, id="care_1")
+
+
+async def delivered_order(ts_env, pool, party, days_ago: float = 1) -> str:
+    now = await ts_env.get_current_time()
+    return await make_order(pool, party, "delivered", delivered_at=now - timedelta(days=days_ago))
+
+
+async def open_case(ts_env, pool, task_queue, party, kind: CaseKind, policy: Policy | None = None, **extra):
+    order_id = await delivered_order(ts_env, pool, party)
+    if kind == CaseKind.defect:
+        extra.setdefault("category", DefectCategory.screen)
+        extra.setdefault("description", "The screen flickers and goes black after a minute.")
+    return await start_case(ts_env, pool, task_queue, order_id, kind, policy=policy, **extra), order_id
+
+
+async def issue_label(handle, party, tracking="RET123456"):
+    return await handle.execute_update(CaseWorkflow.issue_return_label, LabelRequest(
+        actor=seller(party), carrier="Colissimo", tracking_number=tracking,
+        label_url="https://labels.example/ret.pdf"))
+
+
+async def ship(handle, party, tracking="RET123456"):
+    return await handle.execute_update(CaseWorkflow.report_shipment, ShipmentRequest(
+        actor=customer(party), carrier="Colissimo", tracking_number=tracking))
+
+
+async def deliver(ts_env, handle, tracking="RET123456", event_id="evt-1"):
+    await handle.signal(CaseWorkflow.carrier_event, CarrierEvent(
+        event_id=event_id, tracking_number=tracking, status="delivered", at=await ts_env.get_current_time()))
+
+
+async def walk_to_received(ts_env, handle, party):
+    await wait_stage(handle, Stage.awaiting_return_label)
+    await issue_label(handle, party)
+    await wait_stage(handle, Stage.awaiting_shipment)
+    await ship(handle, party)
+    await wait_stage(handle, Stage.in_transit)
+    await deliver(ts_env, handle)

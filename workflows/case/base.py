@@ -1,0 +1,50 @@
+"""Names shared by the case workflow and its stage functions (no Temporal import)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from domain.models import CancellationDecision, CaseKind, ClaimDecision, Role
+
+FORBIDDEN = "Forbidden"
+WRONG_STAGE = "WrongStage"
+INVALID = "InvalidAction"
+
+KIND_TITLES = {
+    CaseKind.cancellation: "Cancellation",
+    CaseKind.defect: "Defect claim",
+    CaseKind.withdrawal: "Withdrawal (return)",
+    CaseKind.warranty: "Warranty claim",
+}
+ALLOWED_DECISIONS = {
+    CaseKind.cancellation: {d.value for d in CancellationDecision},
+    CaseKind.defect: {d.value for d in ClaimDecision},
+    # Warranty: exchange or repair only, never a refund (care decides when both are impossible).
+    CaseKind.warranty: {ClaimDecision.exchange.value, ClaimDecision.repair.value},
+}
+
+
+@dataclass
+class Msg:
+    """A message of a stage: to whom, idempotency key (per case), subject, body, seller webhook event."""
+    to: Role
+    key: str
+    subject: str
+    body: str
+    event: str | None = None
+
+
+MsgAt = Callable[[datetime], Msg]  # a message that states the stage's deadline
+
+
+@dataclass
+class Stop:
+    """What interrupts the waits: a withdrawal, or a care decision that ends the current stage."""
+    kind: str  # "withdrawn" | "care_close" | "force_refund" | "parcel_lost"
+    reason: str
+    by: str
+
+
+class Interrupted(Exception):
+    """Raised out of every wait when a stop was accepted; `run` applies it."""

@@ -1,0 +1,130 @@
+"""Money of a case: the total refund to the card (items + the original delivery fee) with, for
+returns, the seller's activation first; the partial refund and the card fallback to the wallet.
+
+[awaiting_refund_activation: the seller activates within 3 days of receipt; missed → escalation and,
+by policy, the marketplace refunds on the seller's behalf] → refunding (the gateway call, exactly once:
+idempotency key + lookup) → awaiting_bank_settlement (the gateway's event by webhook, or care marks
+it settled) → closed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+from activities.cases import REFUND_EXCEEDS_PAID, REFUND_REJECTED, CaseActivities
+from activities.wallet import WalletActivities
+from domain.models import Money, Outcome, RefundRequest, Role, Stage, WalletCredit
+from workflows.case.base import Msg
+from workflows.common import euros, fmt
+from workflows.options import MONEY_ACTIVITY, RECORD_ACTIVITY
+
+CARD_CLOSED_REASONS = {"expired_or_canceled_card", "lost_or_stolen_card", "card_closed"}
+
+
+@dataclass
+class RefundResult:
+    settled: bool
+    failed_reason: str | None = None
+    refund_id: str | None = None
+
+
+async def refund_in_full_and_close(case, why: str, activation_from: datetime | None = None) -> None:
+    """Total refund to the card; a card the gateway refuses for good falls back to the wallet; any
+    other failure goes to customer care (one forced refund per care decision)."""
+    total = case.inp.order.total_cents
+    result = await refund_card(case, total, why, activation_from=activation_from)
+    if result.settled:
+        return await case.close(Outcome.refunded, why)
+    if result.failed_reason in CARD_CLOSED_REASONS or (result.failed_reason or "").startswith("gateway refused"):
+        await credit_wallet(case, "card-fallback", total, f"card refund refused ({result.failed_reason}): "
+                                                          "credited to your wallet")
+        return await case.close(Outcome.refunded_to_wallet, (
+            f"Your card could not be refunded ({result.failed_reason}), so {euros(total, case.state.currency)} "
+            "was credited to your wallet. You can transfer it to your bank account at any time."))
+    await case.care_decides(f"card refund failed: {result.failed_reason}")
+    raise AssertionError("care_decides without a stage to go back to always ends in a stop")
+
+
+async def refund_card(case, cents: int, why: str, activation_from: datetime | None = None) -> RefundResult:
+    inp, order = case.inp, case.inp.order
+    money = euros(cents, order.currency)
+    case.state.refund_cents = cents  # the amount at stake, shown (RefundAmountCents) from the activation on
+    if activation_from is not None:
+        def msg(key: str, event: str, subject: str):
+            return lambda at: Msg(Role.seller, key, subject, f"The returned item of order {order.order_id} was "
+                                  f"received. Activate the refund of {money} before {fmt(at)} (Europe/Paris).", event)
+
+        activated = await case.wait_in(
+            Stage.awaiting_refund_activation, lambda: case.activated, event="refund_activation_requested",
+            since=activation_from,
+            ask=msg("activation-asked", "refund.activation_requested", f"Activate the refund of order {order.order_id}"),
+            remind=msg("activation-reminder", "refund.activation_reminder",
+                       f"Reminder: activate the refund of order {order.order_id}"))
+        await case.record("refund_activated" if activated else "refund_activation_missed",
+                          {"by": order.seller_id if activated else "marketplace"})
+
+    case.refunds += 1
+    case.money_in_flight = True
+    case.commit("a refund is under way")
+    req = RefundRequest(
+        idempotency_key=f"{inp.case_id}:refund:{case.refunds}", case_id=inp.case_id,
+        workflow_id=workflow.info().workflow_id, order_id=order.order_id, customer_id=order.customer_id,
+        payment_intent=order.payment_intent, amount=Money(cents=cents, currency=order.currency), reason=why)
+    call = workflow.start_activity_method(CaseActivities.refund_card, req, summary=f"card refund {money}",
+                                          **MONEY_ACTIVITY)
+    try:
+        await case.wait_in(Stage.refunding, call.done, event="refund_requested",
+                           detail={"amount_cents": cents, "reason": why})
+        try:
+            result = await call
+        except ActivityError as e:
+            if is_cancelled_exception(e):
+                raise
+            if isinstance(e.cause, ApplicationError) and e.cause.type in (REFUND_REJECTED, REFUND_EXCEEDS_PAID):
+                await case.record("refund_failed", {"reason": e.cause.message})
+                return RefundResult(settled=False, failed_reason=e.cause.message)
+            raise
+
+        def settled() -> bool:
+            return result.refund_id in case.gateway_events or case.settled_by_care is not None
+
+        await case.wait_in(
+            Stage.awaiting_bank_settlement, settled, event="refund_accepted",
+            detail={"refund_id": result.refund_id, "amount_cents": cents},
+            ask=lambda at: Msg(Role.customer, f"refund-sent-{req.idempotency_key}", f"Your refund of {money} is on its way",
+                               f"We refunded {money} to the card used for order {order.order_id}. "
+                               f"Your bank should show it by {fmt(at)}."))
+    finally:
+        case.money_in_flight = False
+    event = case.gateway_events.get(result.refund_id)
+    if event is None or event.status == "succeeded":
+        case.state.refunded_cents += cents
+        await case.record("refund_settled", {"refund_id": result.refund_id, "amount_cents": cents,
+                                             **({"marked_by_care": case.settled_by_care} if event is None else {})})
+        return RefundResult(settled=True, refund_id=result.refund_id)
+    reason = event.failure_reason or event.status
+    await case.record("refund_failed", {"refund_id": result.refund_id, "reason": reason})
+    return RefundResult(settled=False, failed_reason=reason, refund_id=result.refund_id)
+
+
+async def partial_refund_and_close(case, cents: int, reason: str | None) -> None:
+    """The customer keeps the item; the partial amount goes to the wallet at once."""
+    money = euros(cents, case.state.currency)
+    await credit_wallet(case, "partial-refund", cents, reason or "partial refund agreed by the seller")
+    await case.close(Outcome.partially_refunded,
+                     f"You keep the item and {money} was credited to your wallet. {reason or ''}".strip())
+
+
+async def credit_wallet(case, key: str, cents: int, reason: str) -> None:
+    order = case.inp.order
+    case.commit("money was credited to the wallet")
+    await workflow.execute_activity_method(
+        WalletActivities.credit_wallet,
+        WalletCredit(idempotency_key=f"{case.inp.case_id}:{key}", customer_id=order.customer_id,
+                     case_id=case.inp.case_id, order_id=order.order_id,
+                     amount=Money(cents=cents, currency=order.currency), reason=reason),
+        summary=f"wallet credit {euros(cents, order.currency)}", **RECORD_ACTIVITY)
+    case.state.wallet_credited_cents += cents
+    await case.record("wallet_credited", {"amount_cents": cents, "reason": reason})

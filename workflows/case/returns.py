@@ -1,0 +1,59 @@
+"""The return of the item: the seller issues a prepaid label (1 business day; "label missing" reports
+re-notify, the second escalates), the customer ships within 14 days (or the case expires), the parcel
+travels (carrier events, the seller's receipt, or care) for at most 10 days before care is told."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from workflows.case.base import Msg
+from workflows.common import fmt
+
+from domain.models import Outcome, Role, Stage
+
+
+async def return_item(case, seller_pays_label: bool) -> datetime | None:
+    """When the item came back; None when the return expired (the case is then closed)."""
+    order_id = case.inp.order.order_id
+    cost = "at your cost (the reason is a defect)" if seller_pays_label else "at the customer's cost"
+
+    def label_msg(key: str, event: str, subject: str):
+        return lambda at: Msg(Role.seller, key, subject, f"Issue a prepaid return label {cost} for order {order_id} "
+                              f"before {fmt(at)} (Europe/Paris).", event)
+
+    await case.wait_in(Stage.awaiting_return_label, lambda: case.label is not None, event="return_label_requested",
+                       detail={"seller_pays_label": seller_pays_label},
+                       ask=label_msg("label-asked", "return.label_requested", f"Return label needed for order {order_id}"),
+                       remind=label_msg("label-reminder", "return.label_reminder",
+                                        f"Reminder: return label for order {order_id}"))
+    label = case.label
+    case.state.return_label_url = label.label_url
+    if label.tracking_number not in case.state.tracking_numbers:
+        case.state.tracking_numbers.append(label.tracking_number)
+    await case.record("return_label_issued", {"carrier": label.carrier, "tracking_number": label.tracking_number,
+                                              "label_url": label.label_url})
+
+    def ship_msg(key: str, subject: str):
+        return lambda at: Msg(Role.customer, key, subject,
+                              f"Your prepaid return label ({label.carrier}, {label.tracking_number}): {label.label_url}\n"
+                              f"Please ship the item before {fmt(at)} (Europe/Paris) and tell us the tracking number.")
+
+    # The carrier may report the parcel before the customer does, and the seller may even have it.
+    moving = lambda: case.shipment is not None or case.parcel_seen_by_carrier or case.received is not None  # noqa: E731
+    if not await case.wait_in(Stage.awaiting_shipment, moving, event="awaiting_customer_shipment",
+                              ask=ship_msg("label-to-customer", f"Your return label for order {order_id}"),
+                              remind=ship_msg("ship-reminder", f"Reminder: ship your return for order {order_id}")):
+        await case.notify_customer("return-expired", f"Your return for order {order_id} has expired",
+                                   "We did not receive a shipment within the return period, so the return request "
+                                   "has expired. Contact customer care if you shipped it.")
+        await case.close(Outcome.expired, "The item was not shipped back within the return period.")
+        return None
+    if case.received is None:
+        shipment = case.shipment
+        if shipment is not None and shipment.tracking_number not in case.state.tracking_numbers:
+            case.state.tracking_numbers.append(shipment.tracking_number)
+        detail = ({"carrier": shipment.carrier, "tracking_number": shipment.tracking_number} if shipment
+                  else {"reported_by": "carrier", "tracking_number": label.tracking_number})
+        await case.wait_in(Stage.in_transit, lambda: case.received is not None, event="return_shipped", detail=detail)
+    by, at = case.received
+    await case.record("return_received", {"confirmed_by": by})
+    return at
