@@ -145,6 +145,13 @@ async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, p
         await asyncio.sleep(0.05)
     assert (await handle.query(PayoutWorkflow.get_state)).escalated
     assert await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])
+    # Still nothing from the bank by care's deadline: care is told again (the payout never waits on nobody).
+    await jump_to(ts_env, Policy().care_deadline(s.expected_by + timedelta(minutes=1)) + timedelta(minutes=1))
+    for _ in range(200):
+        if len(await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])) == 2
 
 
 async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, mail_sink, task_queue):

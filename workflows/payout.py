@@ -1,7 +1,8 @@
 """Wallet payout workflow: the amount is already held (by the API, under a lock) when it starts.
 
 bank transfer (exactly once) → awaiting_bank_settlement for 5 business days (signed gateway event) →
-settled: debit the hold; rejected: release the hold, the customer is told; overdue: alert care.
+settled: debit the hold; rejected: release the hold, the customer is told; overdue: alert care,
+again at each care deadline (2 business days) until the bank answers.
 """
 from __future__ import annotations
 
@@ -66,13 +67,17 @@ class PayoutWorkflow:
         await send(inp.payout_id, "sent", Role.customer, inp.customer_id, f"Your transfer of {money} is on its way",
                    f"{money} is on its way to your account {self.state.iban_masked}; it should arrive by "
                    f"{fmt(self.deadline.at)}.")
-        if not await self.deadline.wait(lambda: self._event is not None):
+        overdue = 0
+        while not await self.deadline.wait(lambda: self._event is not None):
+            # Overdue: care is told, then again at each care deadline, so the payout never waits on nobody.
+            overdue += 1
             self.state.escalated = True
-            self._publish()
-            await send(inp.payout_id, "overdue", Role.agent, "care", f"Payout {inp.payout_id} not settled",
+            await send(inp.payout_id, "overdue" if overdue == 1 else f"overdue-{overdue}", Role.agent, "care",
+                       f"Payout {inp.payout_id} not settled",
                        f"The transfer {transfer_id} of {money} to {self.state.iban_masked} has not been settled "
                        f"by the bank by {fmt(self.deadline.at)}.", "payout.overdue")
-            await workflow.wait_condition(lambda: self._event is not None)
+            self.deadline.set(inp.policy.care_deadline(workflow.now()))
+            self._publish()
         if self._event.status == "succeeded":
             await self._step(PayoutStage.settled)
             return self.state
@@ -106,7 +111,8 @@ class PayoutWorkflow:
             sa.CUSTOMER_ID.value_set(s.customer_id),
             sa.ESCALATED.value_set(s.escalated),
             sa.REFUND_CENTS.value_set(s.amount.cents),
-            sa.NEXT_DEADLINE.value_set(s.expected_by) if s.expected_by and s.stage == PayoutStage.awaiting_bank_settlement
+            # The bank's date, then (overdue) care's deadline.
+            sa.NEXT_DEADLINE.value_set(self.deadline.at) if self.deadline.at and s.stage == PayoutStage.awaiting_bank_settlement
             else sa.NEXT_DEADLINE.value_unset(),
         ])
         workflow.set_current_details(
