@@ -1,4 +1,4 @@
-"""Business calendar: Europe/Paris business days and the deadline rules of DESIGN.md.
+"""Business calendar: Europe/Paris business days and the deadline rules of docs/rules.md (section 5).
 
 Pure and deterministic, so workflows may call it (holiday tables are computed, not fetched).
 """

@@ -95,7 +95,7 @@ class CaseService:
         if row is None:
             raise NotFound(f"order {order_id} not found")
         order = order_from_row(row)
-        # Only the order's customer opens a case (DESIGN.md section 2): not its seller, not care.
+        # Only the order's customer opens a case (docs/rules.md, section 1): not its seller, not care.
         if actor.role != Role.customer or actor.id != order.customer_id:
             raise Forbidden("you may only ask for help on your own orders")
         existing = await self._open_case_row(order_id)
@@ -122,7 +122,7 @@ class CaseService:
 
     def check_opening(self, order: Order, kind: CaseKind, now: datetime, category=None,
                       description: str | None = None) -> None:
-        """Which kinds the order allows now (DESIGN.md, "The job"). A refusal names the reason, the date
+        """Which kinds the order allows now (docs/rules.md, section 1). A refusal names the reason, the date
         the window closed and what is still possible. Cancellations are decided by the workflow itself
         (it must compare-and-set the order status), so only an already cancelled order is refused here."""
         p = self.policy

@@ -1,4 +1,4 @@
-"""Who may call what (DESIGN.md section 2), table-driven over every route of the API.
+"""Who may call what (docs/rules.md, section 2), table-driven over every route of the API.
 
 Each row of MATRIX names one route, the roles allowed on it and the status they get; every other role
 gets 401 (anonymous, bad token, expired token) or 403 (authenticated but not theirs). Each row gets fresh

@@ -1,4 +1,4 @@
-"""Business calendar rules of DESIGN.md ("Business days", "Legal frame") on fixed real dates.
+"""Business calendar rules of docs/rules.md (sections 5 and 6) on fixed real dates.
 
 Pure rules: fixed dates are right here. Every expected deadline is written with an explicit UTC
 offset (+01:00 CET in winter, +02:00 CEST in summer) so a wrong zone or a wrong DST rule fails too.

@@ -1,4 +1,4 @@
-"""The policy module: DESIGN.md's defaults, settings overrides, and deadlines on fixed real dates."""
+"""The policy module: the defaults of docs/rules.md, settings overrides, and deadlines on fixed real dates."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone

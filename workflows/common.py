@@ -68,6 +68,7 @@ class Deadline:
     def __init__(self) -> None:
         self.at: datetime | None = None
         self._version = 0
+        self.parked = False  # the wait is blocked on its timer/condition (nothing of the case runs)
 
     def set(self, at: datetime | None) -> None:
         self.at = at
@@ -90,11 +91,15 @@ class Deadline:
             if target <= now:
                 return done()
             version = self._version
+            self.parked = True
             try:
                 await workflow.wait_condition(lambda: done() or self._version != version, timeout=target - now,
                                               timeout_summary="reminder" if reminder_wait else "deadline")
             except asyncio.TimeoutError:
+                self.parked = False
                 if reminder_wait:
                     await remind()
                     reminded = True
+            finally:
+                self.parked = False
         return True

@@ -282,6 +282,13 @@ class CaseWorkflow:
     def get_state(self) -> CaseState:
         return self.state
 
+    @workflow.query
+    def is_waiting(self) -> bool:
+        """True when the case waits in a stage for somebody (its timer armed) and no handler runs:
+        nothing of the case is in flight (tests look then). Not while the gateway call runs."""
+        return (self.deadline.parked and self.waiting_in not in (None, Stage.refunding)
+                and workflow.all_handlers_finished())
+
     # ================================================================ updates
     async def _act(self, name: str, apply: Callable[[], None], record: tuple[str, dict] | None = None) -> ActionAnswer:
         """Applies an accepted action at once (before anything else can run, so it lands in the stage
