@@ -3,7 +3,10 @@
 - record_case_event: timeline row keyed by (case_id, seq) + read-model upsert guarded by last_seq
 - notify: email (and the seller's signed webhook) once per message key
 - set_order_status: compare-and-set on the order's status
-- refund_card: one gateway refund per idempotency key, looked up before it is created
+- refund_card: one gateway refund per idempotency key, reserved in the order's ledger first (never
+  more than paid), looked up before it is created
+- refundable_cents, lookup_refund: the order's remainder; a refund's status fetched from the gateway
+  (reconciliation when its settlement event is late)
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import db
+from activities import db, ledger
 from activities.metrics import count_case_event
 from activities.gateway_client import GatewayClient, GatewayPermanentError
 from config import Settings
@@ -33,8 +36,8 @@ from domain.models import (
 )
 
 # Error types the workflows handle (never retried).
-REFUND_REJECTED = "RefundRejected"
-REFUND_EXCEEDS_PAID = "RefundExceedsPaid"
+REFUND_REJECTED = "RefundRejected"  # details: {"code": the gateway's error code}
+REFUND_EXCEEDS_PAID = ledger.MONEY_EXCEEDS_PAID
 
 
 def sign_webhook(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -66,7 +69,7 @@ class CaseActivities:
 
     def all(self) -> list:
         return [self.record_case_event, self.notify, self.deliver_seller_webhook, self.set_order_status,
-                self.refund_card]
+                self.refund_card, self.refundable_cents, self.lookup_refund]
 
     @activity.defn
     async def record_case_event(self, ev: TimelineEvent) -> None:
@@ -192,29 +195,27 @@ class CaseActivities:
 
     @activity.defn
     async def refund_card(self, req: RefundRequest) -> RefundResult:
+        """The refund, reserved in the order's ledger in the same transaction as its row, then asked of
+        the gateway once (looked up by its key first). The status at creation counts: a refund can be
+        `succeeded` (or `failed`) at once."""
         pool = await db.get_pool()
         async with pool.acquire() as conn, conn.transaction():
-            # Serialise refunds of one order so the "never more than paid" check cannot race.
-            order = await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1 FOR UPDATE", req.order_id)
-            if order is None:
-                raise ApplicationError(f"unknown order {req.order_id}", type="UnknownOrder", non_retryable=True)
+            entry = await ledger.reserve(conn, order_id=req.order_id, case_id=req.case_id, kind="card_refund",
+                                         key=req.idempotency_key, cents=req.amount.cents,
+                                         currency=req.amount.currency, reason=req.reason)
             existing = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", req.idempotency_key)
             if existing is None:
-                paid = sum(l["quantity"] * l["unit_price_cents"] for l in order["lines"]) + order["delivery_fee_cents"]
-                already = await conn.fetchval(
-                    "SELECT coalesce(sum(amount_cents), 0) FROM refunds WHERE order_id = $1 AND status <> 'failed'",
-                    req.order_id)
-                if already + req.amount.cents > paid:
-                    raise ApplicationError(
-                        f"refund of {req.amount.cents} exceeds what is left to refund ({paid - already})",
-                        type=REFUND_EXCEEDS_PAID, non_retryable=True)
                 await conn.execute(
                     """INSERT INTO refunds (idempotency_key, case_id, order_id, payment_intent, amount_cents, currency)
                        VALUES ($1, $2, $3, $4, $5, $6)""",
                     req.idempotency_key, req.case_id, req.order_id, req.payment_intent,
                     req.amount.cents, req.amount.currency)
             elif existing["gateway_refund_id"]:
-                return RefundResult(refund_id=existing["gateway_refund_id"], status=existing["status"])
+                return RefundResult(refund_id=existing["gateway_refund_id"], status=existing["status"],
+                                    failure_reason=existing["failure_reason"])
+            elif entry["state"] == "failed":  # refused for good before: the same answer again
+                raise ApplicationError(f"gateway refused the refund: {entry['failure_reason']}",
+                                       {"code": entry["failure_reason"]}, type=REFUND_REJECTED, non_retryable=True)
         try:
             refund = await self.gateway.refund_once(
                 payment_intent=req.payment_intent, amount_cents=req.amount.cents,
@@ -222,13 +223,34 @@ class CaseActivities:
                 metadata={"case_id": req.case_id, "workflow_id": req.workflow_id, "order_id": req.order_id},
             )
         except GatewayPermanentError as e:
-            await pool.execute(
-                "UPDATE refunds SET status = 'failed', failure_reason = $2, updated_at = now() WHERE idempotency_key = $1",
-                req.idempotency_key, str(e))
-            raise ApplicationError(f"gateway refused the refund: {e}", type=REFUND_REJECTED, non_retryable=True)
-        await pool.execute(
-            """UPDATE refunds SET gateway_refund_id = $2, status = $3, updated_at = now()
-               WHERE idempotency_key = $1""",
-            req.idempotency_key, refund["id"], refund["status"])
-        activity.logger.info("refund %s of %s cents accepted by the gateway", refund["id"], req.amount.cents)
-        return RefundResult(refund_id=refund["id"], status=refund["status"])
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("UPDATE refunds SET status = 'failed', failure_reason = $2, updated_at = now() "
+                                   "WHERE idempotency_key = $1", req.idempotency_key, e.code or str(e))
+                await ledger.set_state(conn, req.idempotency_key, "failed", e.code or str(e))
+            raise ApplicationError(f"gateway refused the refund: {e}", {"code": e.code}, type=REFUND_REJECTED,
+                                   non_retryable=True)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE refunds SET gateway_refund_id = $2, updated_at = now() WHERE idempotency_key = $1",
+                               req.idempotency_key, refund["id"])
+            await ledger.set_state(conn, req.idempotency_key, "made")
+            await ledger.apply_refund_status(conn, refund["id"], refund["status"], refund.get("failure_reason"))
+        activity.logger.info("refund %s of %s cents accepted by the gateway (%s)", refund["id"], req.amount.cents,
+                             refund["status"])
+        return RefundResult(refund_id=refund["id"], status=refund["status"], failure_reason=refund.get("failure_reason"))
+
+    @activity.defn
+    async def refundable_cents(self, order_id: str) -> int:
+        """What is left to refund on the order (paid − card refunds not failed − wallet credits)."""
+        pool = await db.get_pool()
+        async with pool.acquire() as conn:
+            return await ledger.remainder(conn, order_id)
+
+    @activity.defn
+    async def lookup_refund(self, refund_id: str) -> RefundResult:
+        """The refund as the gateway has it now (its settlement event may have been lost), applied to the
+        refunds row and the ledger."""
+        refund = await self.gateway.get_refund(refund_id)
+        pool = await db.get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await ledger.apply_refund_status(conn, refund_id, refund["status"], refund.get("failure_reason"))
+        return RefundResult(refund_id=refund_id, status=refund["status"], failure_reason=refund.get("failure_reason"))

@@ -86,6 +86,9 @@ class GatewayClient:
             {"idempotency_key": idempotency_key}))
         return _plain(refund)
 
+    async def get_refund(self, refund_id: str) -> dict:
+        return _plain(await _stripe_call(self.stripe.v1.refunds.retrieve_async(refund_id)))
+
     async def refund_once(self, payment_intent: str, amount_cents: int, currency: str, idempotency_key: str,
                           metadata: dict[str, str]) -> dict:
         found = await self.find_refund(payment_intent, idempotency_key)
@@ -111,6 +114,9 @@ class GatewayClient:
             "amount": amount_cents, "currency": currency.lower(), "iban": iban, "bic": bic,
             "account_holder": account_holder, "metadata": {**metadata, KEY: idempotency_key}})
         return _plain(_json_or_raise(resp))
+
+    async def get_transfer(self, transfer_id: str) -> dict:
+        return _plain(_json_or_raise(await self.http.get(f"/v1/bank_transfers/{transfer_id}")))
 
     async def transfer_once(self, amount_cents: int, currency: str, iban: str, bic: str | None, account_holder: str,
                             idempotency_key: str, metadata: dict[str, str]) -> dict:

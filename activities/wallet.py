@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import db
+from activities import db, ledger
 from activities.metrics import count_payout
 from domain.models import PayoutStage, PayoutStep, TransferRequest, WalletCredit
 
@@ -48,8 +48,14 @@ class WalletActivities:
 
     @activity.defn
     async def credit_wallet(self, credit: WalletCredit) -> None:
+        """A credit from a case enters the order's ledger in the same transaction (never more than the
+        order paid, MoneyExceedsPaid otherwise); the same key twice credits once."""
         pool = await db.get_pool()
         async with pool.acquire() as conn, conn.transaction():
+            if credit.order_id:
+                await ledger.reserve(conn, order_id=credit.order_id, case_id=credit.case_id, kind="wallet_credit",
+                                     key=credit.idempotency_key, cents=credit.amount.cents,
+                                     currency=credit.amount.currency, reason=credit.reason, state="succeeded")
             await ensure_wallet(conn, credit.customer_id, credit.amount.currency)
             await add_entry(conn, customer_id=credit.customer_id, kind="credit", cents=credit.amount.cents,
                             currency=credit.amount.currency, key=credit.idempotency_key, reason=credit.reason,

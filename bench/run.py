@@ -193,7 +193,7 @@ class Bench:
             opened = await self.open_waiting(cfg.tuning_waiting)
             if histories is None:
                 ids = res.case_ids[:20]
-                histories = await fetch_histories(st.client, [w for c in ids for w in (c, f"{c}-refund-1")])
+                histories = await fetch_histories(st.client, ids)  # one workflow per case
                 replay_cases = len(ids)
             replay = await replay_cpu_ms(histories, knobs.get("runner", "sandbox"), replay_cases)
             self.r.tuning.append({"label": label, "a": res, "rss_idle": rss_idle, "replay_ms": replay, **opened})

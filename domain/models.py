@@ -231,7 +231,8 @@ class RefundRequest(BaseModel):
 
 class RefundResult(BaseModel):
     refund_id: str  # the gateway's id
-    status: str
+    status: str  # pending | succeeded | failed | canceled (Stripe's statuses)
+    failure_reason: str | None = None
 
 
 class GatewayEvent(BaseModel):

@@ -47,6 +47,9 @@ class Policy(BaseModel):
     # Money. A card refund the gateway has not accepted within N hours (outage) is escalated.
     gateway_refund_hours: int = Field(24, ge=1)
     bank_settlement_business_days: int = Field(5, ge=1)
+    # A settlement (refund or payout) whose event has not come by its deadline is looked up at the
+    # gateway then, and again every N hours while it stays pending.
+    reconcile_every_hours: int = Field(24, ge=1)
     payout_settlement_business_days: int = Field(5, ge=1)
     # Legal: refund within 14 days of the withdrawal request (Code de la consommation L221-24).
     legal_refund_days: int = Field(14, ge=1)

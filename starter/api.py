@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.datastructures import Headers
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import db
+from activities import db, ledger
 from activities.gateway_client import verify_event
 from config import Settings, settings
 from domain.models import (
@@ -412,9 +412,8 @@ async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
     status: Literal["succeeded", "failed", "canceled"] | None = None
     if kind in ("refund.updated", "refund.failed") and obj.get("status") in ("succeeded", "failed", "canceled"):
         status = obj["status"]
-        await pool.execute(
-            "UPDATE refunds SET status = $2, failure_reason = $3, updated_at = now() WHERE gateway_refund_id = $1",
-            obj["id"], status, obj.get("failure_reason"))
+        async with pool.acquire() as conn, conn.transaction():
+            await ledger.apply_refund_status(conn, obj["id"], status, obj.get("failure_reason"))
     elif kind == "bank_transfer.settled":
         status = "succeeded"
     elif kind == "bank_transfer.rejected":

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
+from activities import ledger
 from domain.models import (
     Actor,
     CareRequest,
@@ -265,8 +266,8 @@ async def apply_step(env, pool, handle, party, order_id: str, gateway_url: str, 
         refunds = await refunds_at_gateway(gateway_url, f"pi_{order_id}")
         if refunds:  # what the payments webhook does: the refund row, then the case
             reason = None if step_[1] == "succeeded" else "insufficient_funds"
-            await pool.execute("UPDATE refunds SET status = $2, failure_reason = $3 WHERE gateway_refund_id = $1",
-                               refunds[-1]["id"], step_[1], reason)
+            async with pool.acquire() as conn, conn.transaction():
+                await ledger.apply_refund_status(conn, refunds[-1]["id"], step_[1], reason)
             await handle.signal(CaseWorkflow.gateway_event, GatewayEvent(
                 object_id=refunds[-1]["id"], status=step_[1], failure_reason=reason))
         return

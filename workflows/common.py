@@ -79,27 +79,36 @@ class Deadline:
         return self.at
 
     async def wait(self, done: Callable[[], bool], *, reminder_before: timedelta | None = None,
-                   remind: Callable[[], Awaitable] | None = None) -> bool:
-        """Waits for `done` until the deadline, calling `remind` once `reminder_before` it.
-        True when done, False when the deadline passed first."""
+                   remind: Callable[[], Awaitable] | None = None, every: timedelta | None = None,
+                   on_every: Callable[[], Awaitable] | None = None) -> bool:
+        """Waits for `done` until the deadline, calling `remind` once `reminder_before` it and
+        `on_every` at each `every` (a periodic look-up). True when done, False when the deadline passed first."""
         reminded = remind is None
+        next_check = workflow.now() + every if every and on_every else None
         while not done():
             now = workflow.now()
             remind_at = self.at - reminder_before if not reminded else None
-            reminder_wait = remind_at is not None and remind_at > now
-            target = remind_at if reminder_wait else self.at
+            targets = [(self.at, "deadline")]
+            if remind_at is not None and remind_at > now:
+                targets.append((remind_at, "reminder"))
+            if next_check is not None and next_check < self.at:
+                targets.append((next_check, "check"))
+            target, what = min(targets)
             if target <= now:
                 return done()
             version = self._version
             self.parked = True
             try:
                 await workflow.wait_condition(lambda: done() or self._version != version, timeout=target - now,
-                                              timeout_summary="reminder" if reminder_wait else "deadline")
+                                              timeout_summary=what)
             except asyncio.TimeoutError:
                 self.parked = False
-                if reminder_wait:
+                if what == "reminder":
                     await remind()
                     reminded = True
+                elif what == "check":
+                    await on_every()
+                    next_check = workflow.now() + every
             finally:
                 self.parked = False
         return True

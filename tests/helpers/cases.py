@@ -71,12 +71,16 @@ async def refunds_at_gateway(gateway_url: str, payment_intent: str) -> list[dict
 
 
 async def settle_refund(env, gateway_url: str, case_id: str, payment_intent: str, status: str = "succeeded") -> None:
-    """What the gateway's webhook does once the bank settles: signal the case (the refund's metadata
-    names its workflow)."""
+    """What the payments webhook does once the bank settles: the refund's row and the order's ledger,
+    then a signal to the case (the refund's metadata names its workflow)."""
+    from activities import db, ledger
+
     [refund] = await refunds_at_gateway(gateway_url, payment_intent)
+    reason = None if status == "succeeded" else "expired_or_canceled_card"
+    async with (await db.get_pool()).acquire() as conn, conn.transaction():
+        await ledger.apply_refund_status(conn, refund["id"], status, reason)
     await env.client.get_workflow_handle(case_id).signal(
-        CaseWorkflow.gateway_event, GatewayEvent(object_id=refund["id"], status=status,
-                                                 failure_reason=None if status == "succeeded" else "expired_or_canceled_card"))
+        CaseWorkflow.gateway_event, GatewayEvent(object_id=refund["id"], status=status, failure_reason=reason))
 
 
 async def jump_to(env, moment: datetime) -> None:

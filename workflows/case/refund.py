@@ -15,12 +15,14 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 from activities.cases import REFUND_EXCEEDS_PAID, REFUND_REJECTED, CaseActivities
 from activities.wallet import WalletActivities
-from domain.models import Money, Outcome, RefundRequest, Role, Stage, WalletCredit
+from domain.models import GatewayEvent, Money, Outcome, RefundRequest, Role, Stage, WalletCredit
 from workflows.case.base import Msg
 from workflows.common import euros, fmt
 from workflows.options import MONEY_ACTIVITY, RECORD_ACTIVITY
 
-CARD_CLOSED_REASONS = {"expired_or_canceled_card", "lost_or_stolen_card", "card_closed"}
+# Only a card that can no longer take money sends the refund to the wallet (Stripe's failure reasons
+# and card error codes); any other refusal goes to customer care with the gateway's reason.
+CARD_CLOSED_REASONS = {"expired_or_canceled_card", "lost_or_stolen_card"}
 
 
 @dataclass
@@ -28,20 +30,34 @@ class RefundResult:
     settled: bool
     failed_reason: str | None = None
     refund_id: str | None = None
+    card_closed: bool = False
 
 
 async def refund_in_full_and_close(case, why: str, activation_from: datetime | None = None) -> None:
-    """Total refund to the card; a card the gateway refuses for good falls back to the wallet; any
-    other failure goes to customer care (one forced refund per care decision)."""
-    total = case.inp.order.total_cents
-    result = await refund_card(case, total, why, activation_from=activation_from)
+    """The total refund to the card: what the order paid (items + delivery fee), less what its cases
+    already gave back (a partial refund to the wallet, an earlier refund). A card that can no longer
+    take money falls back to the wallet; any other failure goes to customer care (one forced refund
+    per care decision)."""
+    order = case.inp.order
+    left = await workflow.execute_activity_method(CaseActivities.refundable_cents, order.order_id,
+                                                  summary="refundable remainder", **RECORD_ACTIVITY)
+    if left <= 0:
+        await case.care_decides("nothing is left to refund on this order (refunded by another case)")
+        raise AssertionError("care_decides without a stage to go back to always ends in a stop")
+    if left < order.total_cents:
+        why = (f"{why}; {euros(order.total_cents - left, order.currency)} of the "
+               f"{euros(order.total_cents, order.currency)} paid were already refunded, so the refund is "
+               f"{euros(left, order.currency)}")
+    result = await refund_card(case, left, why, activation_from=activation_from)
     if result.settled:
         return await case.close(Outcome.refunded, why)
-    if result.failed_reason in CARD_CLOSED_REASONS or (result.failed_reason or "").startswith("gateway refused"):
-        await credit_wallet(case, "card-fallback", total, f"card refund refused ({result.failed_reason}): "
-                                                          "credited to your wallet")
+    if result.card_closed:
+        if not await credit_wallet(case, "card-fallback", left, f"card refund refused ({result.failed_reason}): "
+                                                                "credited to your wallet"):
+            await case.care_decides("the card is closed and the wallet credit would exceed what the order paid")
+            raise AssertionError("care_decides without a stage to go back to always ends in a stop")
         return await case.close(Outcome.refunded_to_wallet, (
-            f"Your card could not be refunded ({result.failed_reason}), so {euros(total, case.state.currency)} "
+            f"Your card could not be refunded ({result.failed_reason}), so {euros(left, case.state.currency)} "
             "was credited to your wallet. You can transfer it to your bank account at any time."))
     await case.care_decides(f"card refund failed: {result.failed_reason}")
     raise AssertionError("care_decides without a stage to go back to always ends in a stop")
@@ -83,19 +99,35 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
             if is_cancelled_exception(e):
                 raise
             if isinstance(e.cause, ApplicationError) and e.cause.type in (REFUND_REJECTED, REFUND_EXCEEDS_PAID):
-                await case.record("refund_failed", {"reason": e.cause.message})
-                return RefundResult(settled=False, failed_reason=e.cause.message)
+                code = (e.cause.details[0] if e.cause.details else {}).get("code")
+                await case.record("refund_failed", {"reason": e.cause.message, "code": code})
+                return RefundResult(settled=False, failed_reason=code or e.cause.message,
+                                    card_closed=code in CARD_CLOSED_REASONS)
             raise
+        if result.status != "pending":  # Stripe's status at creation counts: settled or failed at once
+            case.gateway_events.setdefault(result.refund_id, GatewayEvent(
+                object_id=result.refund_id, status=result.status, failure_reason=result.failure_reason))
 
         def settled() -> bool:
             return result.refund_id in case.gateway_events or case.settled_by_care is not None
 
-        await case.wait_in(
-            Stage.awaiting_bank_settlement, settled, event="refund_accepted",
-            detail={"refund_id": result.refund_id, "amount_cents": cents},
-            ask=lambda at: Msg(Role.customer, f"refund-sent-{req.idempotency_key}", f"Your refund of {money} is on its way",
-                               f"We refunded {money} to the card used for order {order.order_id}. "
-                               f"Your bank should show it by {fmt(at)}."))
+        async def reconcile() -> None:
+            """The settlement event is late: ask the gateway how the refund stands."""
+            found = await workflow.execute_activity_method(CaseActivities.lookup_refund, result.refund_id,
+                                                           summary="refund look-up", **MONEY_ACTIVITY)
+            if found.status != "pending":
+                case.gateway_events.setdefault(result.refund_id, GatewayEvent(
+                    object_id=result.refund_id, status=found.status, failure_reason=found.failure_reason))
+            await case.record("refund_looked_up", {"refund_id": result.refund_id, "status": found.status})
+
+        if not settled():
+            await case.wait_in(
+                Stage.awaiting_bank_settlement, settled, event="refund_accepted",
+                detail={"refund_id": result.refund_id, "amount_cents": cents}, reconcile=reconcile,
+                ask=lambda at: Msg(Role.customer, f"refund-sent-{req.idempotency_key}",
+                                   f"Your refund of {money} is on its way",
+                                   f"We refunded {money} to the card used for order {order.order_id}. "
+                                   f"Your bank should show it by {fmt(at)}."))
     finally:
         case.money_in_flight = False
     event = case.gateway_events.get(result.refund_id)
@@ -106,25 +138,37 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
         return RefundResult(settled=True, refund_id=result.refund_id)
     reason = event.failure_reason or event.status
     await case.record("refund_failed", {"refund_id": result.refund_id, "reason": reason})
-    return RefundResult(settled=False, failed_reason=reason, refund_id=result.refund_id)
+    return RefundResult(settled=False, failed_reason=reason, refund_id=result.refund_id,
+                        card_closed=reason in CARD_CLOSED_REASONS)
 
 
 async def partial_refund_and_close(case, cents: int, reason: str | None) -> None:
     """The customer keeps the item; the partial amount goes to the wallet at once."""
     money = euros(cents, case.state.currency)
-    await credit_wallet(case, "partial-refund", cents, reason or "partial refund agreed by the seller")
+    if not await credit_wallet(case, "partial-refund", cents, reason or "partial refund agreed by the seller"):
+        await case.care_decides("the partial refund would exceed what is left to refund on the order")
+        raise AssertionError("care_decides without a stage to go back to always ends in a stop")
     await case.close(Outcome.partially_refunded,
                      f"You keep the item and {money} was credited to your wallet. {reason or ''}".strip())
 
 
-async def credit_wallet(case, key: str, cents: int, reason: str) -> None:
+async def credit_wallet(case, key: str, cents: int, reason: str) -> bool:
+    """Credits the wallet from the case (entered in the order's ledger). False when the ledger refused
+    it: it would exceed what the order paid."""
     order = case.inp.order
+    try:
+        await workflow.execute_activity_method(
+            WalletActivities.credit_wallet,
+            WalletCredit(idempotency_key=f"{case.inp.case_id}:{key}", customer_id=order.customer_id,
+                         case_id=case.inp.case_id, order_id=order.order_id,
+                         amount=Money(cents=cents, currency=order.currency), reason=reason),
+            summary=f"wallet credit {euros(cents, order.currency)}", **RECORD_ACTIVITY)
+    except ActivityError as e:
+        if isinstance(e.cause, ApplicationError) and e.cause.type == REFUND_EXCEEDS_PAID:
+            await case.record("wallet_credit_refused", {"amount_cents": cents, "reason": e.cause.message})
+            return False
+        raise
     case.commit("money was credited to the wallet")
-    await workflow.execute_activity_method(
-        WalletActivities.credit_wallet,
-        WalletCredit(idempotency_key=f"{case.inp.case_id}:{key}", customer_id=order.customer_id,
-                     case_id=case.inp.case_id, order_id=order.order_id,
-                     amount=Money(cents=cents, currency=order.currency), reason=reason),
-        summary=f"wallet credit {euros(cents, order.currency)}", **RECORD_ACTIVITY)
     case.state.wallet_credited_cents += cents
     await case.record("wallet_credited", {"amount_cents": cents, "reason": reason})
+    return True

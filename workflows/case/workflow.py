@@ -147,11 +147,13 @@ class CaseWorkflow:
 
     # ================================================================ waiting stages
     async def wait_in(self, stage: Stage, done: Callable[[], bool], *, event: str, since: datetime | None = None,
-                      detail: dict | None = None, ask: MsgAt | None = None, remind: MsgAt | None = None) -> bool:
+                      detail: dict | None = None, ask: MsgAt | None = None, remind: MsgAt | None = None,
+                      reconcile: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Enters a waiting stage (owner, deadline and timeout action from the stage table) and waits
         until `done()`. True when done; False only for stages whose deadline expires the case or acts on
         the seller's behalf. A stop raises Interrupted. Escalations and care's decisions (extend, mark
-        received / settled) happen in here; `ask` is sent on entering, `remind` before the deadline."""
+        received / settled) happen in here; `ask` is sent on entering, `remind` before the deadline;
+        `reconcile` (look the outside world up) runs when the deadline passes, then periodically."""
         rule = STAGES[stage]
         policy = self.inp.policy
         self.waiting_in = stage
@@ -161,13 +163,18 @@ class CaseWorkflow:
         if ask is not None:
             await self.message(ask(self.deadline.at))
         reminder = None if remind is None else (lambda: self._remind(remind))
+        every = timedelta(hours=policy.reconcile_every_hours) if reconcile else None
         escalated = False
         try:
             while True:
                 reached = await self.deadline.wait(lambda: done() or self.stop is not None,
-                                                   reminder_before=rule.reminder_before(policy), remind=reminder)
+                                                   reminder_before=rule.reminder_before(policy), remind=reminder,
+                                                   every=every if escalated else None, on_every=reconcile)
                 if self.stop is not None:
                     raise Interrupted()
+                if not reached and reconcile is not None:
+                    await reconcile()
+                    reached = done()
                 if reached:
                     return True
                 action = rule.at_deadline
@@ -188,7 +195,7 @@ class CaseWorkflow:
                 self.waiting_in = None
                 why = rule.escalation if action == AtDeadline.care else \
                     f"{rule.escalation}; nobody acted by the care deadline"
-                extension = await self.care_decides(why, from_stage=stage, done=done)
+                extension = await self.care_decides(why, from_stage=stage, done=done, reconcile=reconcile)
                 if extension is None:
                     return True
                 self.waiting_in, escalated = stage, False
@@ -200,7 +207,8 @@ class CaseWorkflow:
                 self.waiting_in = None
 
     async def care_decides(self, reason: str, *, from_stage: Stage | None = None,
-                           done: Callable[[], bool] = lambda: False) -> int | None:
+                           done: Callable[[], bool] = lambda: False,
+                           reconcile: Callable[[], Awaitable[None]] | None = None) -> int | None:
         """awaiting_care: escalates and waits for customer care, under care's own deadline (reminder,
         then a second-level escalation and a new deadline). Returns the hours of an extension (back to
         `from_stage`), None when `done()` became true meanwhile (a parcel arrived, the bank settled);
@@ -218,7 +226,8 @@ class CaseWorkflow:
             while True:
                 reached = await self.deadline.wait(
                     lambda: done() or self.stop is not None or self._care_extension is not None,
-                    reminder_before=policy.reminder_before, remind=lambda: self._remind_care(level))
+                    reminder_before=policy.reminder_before, remind=lambda: self._remind_care(level),
+                    every=timedelta(hours=policy.reconcile_every_hours) if reconcile else None, on_every=reconcile)
                 if self.stop is not None:
                     raise Interrupted()
                 if self._care_extension is not None:
