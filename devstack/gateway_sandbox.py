@@ -12,7 +12,8 @@
 - Idempotency-Key as Stripe: same key + same params → the first answer replayed (header
   `Idempotent-Replayed: true`); same key + other params → 400 idempotency_error. Kept until
   /_sandbox/forget_idempotency_keys (what Stripe does after 24 h).
-- Control API, no auth: POST /_sandbox/faults {"mode": none|error|slow|accept_then_error, "count": N,
+- Control API, no auth: POST /_sandbox/faults {"mode": none|error|slow|accept_then_error|succeed_at_once|
+  no_event|charge_already_refunded|invalid_api_key, "count": N,
   "delay_seconds": x}, POST /_sandbox/fail_refunds_for {"payment_intent"}, POST
   /_sandbox/reject_transfers_to {"iban"}, POST /_sandbox/settle/{id} (settle now; on a settled object:
   send its event again), POST /_sandbox/forget_idempotency_keys, GET /_sandbox/state, POST /_sandbox/reset.
@@ -50,7 +51,12 @@ log = logging.getLogger("gateway_sandbox")
 REFUND_PARAMS = {"payment_intent", "amount", "currency", "metadata", "reason"}
 REFUND_REASONS = {"duplicate", "fraudulent", "requested_by_customer"}
 TRANSFER_PARAMS = {"amount", "currency", "iban", "bic", "account_holder", "metadata"}
-FAULT_MODES = {"none", "error", "slow", "accept_then_error"}
+FAULT_MODES = {"none", "error", "slow", "accept_then_error",
+               # Stripe behaviours the cases must handle (refunds; count = how many calls they apply to):
+               "succeed_at_once",  # the refund is created `succeeded` (no event follows)
+               "no_event",  # created pending, settled later, but its event is never sent (a lost webhook)
+               "charge_already_refunded",  # 400 charge_already_refunded: refunded elsewhere
+               "invalid_api_key"}  # 401 api_key_invalid
 
 
 def stripe_signature(secret: str, payload: str, timestamp: int | None = None) -> str:
@@ -113,6 +119,7 @@ class Sandbox:
         self.transfers: dict[str, dict] = {}
         self.idempotency: dict[str, dict] = {}  # key → {"fingerprint", "status", "body"}
         self.closed_cards: set[str] = set()
+        self.silent: set[str] = set()  # objects whose settlement event is never sent (fault no_event)
         self.rejected_ibans: set[str] = set()
         self.events: list[dict] = []  # {"event", "object_id", "delivered", "attempts"}
         self.fault = {"mode": "none", "count": 0, "delay_seconds": 0.0}
@@ -152,7 +159,7 @@ class Sandbox:
         for task in list(self.tasks):
             task.cancel()
         self.refunds.clear(), self.transfers.clear(), self.idempotency.clear(), self.events.clear()
-        self.closed_cards.clear(), self.rejected_ibans.clear()
+        self.closed_cards.clear(), self.rejected_ibans.clear(), self.silent.clear()
         self.fault = {"mode": "none", "count": 0, "delay_seconds": 0.0}
         self.save()
 
@@ -192,7 +199,8 @@ class Sandbox:
                 failed = obj["payment_intent"] in self.closed_cards
                 obj["status"] = "failed" if failed else "succeeded"
                 obj["failure_reason"] = "expired_or_canceled_card" if failed else None
-                self.new_event("refund.failed" if failed else "refund.updated", obj)
+                if object_id not in self.silent:
+                    self.new_event("refund.failed" if failed else "refund.updated", obj)
                 return obj
         else:
             obj = self.transfers[object_id]
@@ -293,6 +301,10 @@ def create_app(*, api_key: str, webhook_url: str | None, webhook_secret: str,
         fault, delay = box.take_fault()
         if fault == "error":
             return _error(500, "Sandbox fault: nothing was done.", "api_error", "sandbox_fault")
+        if fault == "invalid_api_key":
+            return _error(401, "Invalid API Key provided: sk_test_****", code="api_key_invalid")
+        if fault == "charge_already_refunded":
+            return _error(400, "Charge ch_sandbox has already been refunded.", code="charge_already_refunded")
         key = request.headers.get("idempotency-key")
         fingerprint = json.dumps([request.url.path, params], sort_keys=True)
         seen = box.idempotency.get(key) if key else None
@@ -305,9 +317,16 @@ def create_app(*, api_key: str, webhook_url: str | None, webhook_secret: str,
             response = problem  # like Stripe, a request refused by validation is not remembered
         else:
             obj = create()
+            if fault == "succeed_at_once" and obj.get("object") == "refund":
+                obj["status"] = "succeeded"
+            if fault == "no_event":
+                box.silent.add(obj["id"])  # settles, but sends no event
             if key:
                 box.idempotency[key] = {"fingerprint": fingerprint, "status": 200, "body": obj}
-            box.created(obj)
+            if obj["status"] == "pending":
+                box.created(obj)
+            else:
+                box.save()
             response = JSONResponse(obj)
         if fault == "slow":
             await asyncio.sleep(delay)  # the work is done, the answer is late

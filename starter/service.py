@@ -21,11 +21,13 @@ from domain.models import (
     CaseInput,
     CaseKind,
     CaseState,
+    DefectCategory,
     Order,
     OrderStatus,
     Role,
     Stage,
 )
+from activities import ledger
 from domain.policy import Policy
 from workflows import search_attributes as sa
 from workflows.case import FORBIDDEN, INVALID, KIND_TITLES, WRONG_STAGE, CaseWorkflow
@@ -62,6 +64,9 @@ class Conflict(ServiceError):
 
 class Invalid(ServiceError):
     status = 422
+
+
+MONEY_ONLY_KINDS = {CaseKind.cancellation, CaseKind.withdrawal}
 
 
 def order_from_row(row: asyncpg.Record) -> Order:
@@ -103,6 +108,7 @@ class CaseService:
             return await self._ensure_started(existing), False
         now = now or datetime.now(timezone.utc)
         self.check_opening(order, kind, now, category, description)
+        await self.check_money_left(order, kind, now)
         case_id = f"case_{secrets.token_hex(6)}"
         inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=now, opened_by=actor,
                         policy=self.policy, category=category, description=description)
@@ -119,6 +125,25 @@ class CaseService:
             return await self._ensure_started(existing), False
         row = await self.pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
         return await self._ensure_started(row), True
+
+    async def check_money_left(self, order: Order, kind: CaseKind, now: datetime) -> None:
+        """A kind whose outcome can only be money (a cancellation, a withdrawal) on an order with nothing
+        left to refund is refused; a claim may still end in an exchange or a repair (docs/rules.md, 4)."""
+        if kind not in MONEY_ONLY_KINDS:
+            return
+        async with self.pool.acquire() as conn:
+            left = await ledger.remainder(conn, order.order_id)
+        if left > 0:
+            return
+        possible = []
+        for other in (CaseKind.defect, CaseKind.warranty):
+            try:
+                self.check_opening(order, other, now, DefectCategory.other, "checking what is still possible")
+                possible.append(other.value)
+            except ServiceError:
+                pass
+        raise Invalid(f"order {order.order_id} was already refunded in full: there is nothing left to refund",
+                      field="kind", reason="already_refunded", still_possible=possible)
 
     def check_opening(self, order: Order, kind: CaseKind, now: datetime, category=None,
                       description: str | None = None) -> None:
