@@ -72,7 +72,13 @@ class PayoutActivities:
         self.gateway = gateway
 
     def all(self) -> list:
-        return [self.send_transfer, self.record_payout_step]
+        return [self.send_transfer, self.record_payout_step, self.lookup_transfer]
+
+    @activity.defn
+    async def lookup_transfer(self, transfer_id: str) -> str:
+        """The transfer as the bank-transfer port has it now (its event may have been lost):
+        pending, settled or rejected."""
+        return (await self.gateway.get_transfer(transfer_id))["status"]
 
     @activity.defn
     async def send_transfer(self, req: TransferRequest) -> str:

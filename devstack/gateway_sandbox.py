@@ -209,7 +209,8 @@ class Sandbox:
                 obj["status"] = "rejected" if rejected else "settled"
                 obj["failure_reason"] = "account_closed" if rejected else None
                 obj["settled_at" if not rejected else "rejected_at"] = int(time.time())
-                self.new_event(f"bank_transfer.{obj['status']}", obj)
+                if object_id not in self.silent:
+                    self.new_event(f"bank_transfer.{obj['status']}", obj)
                 return obj
         for record in reversed(self.events):
             if record["object_id"] == object_id:

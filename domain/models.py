@@ -63,6 +63,7 @@ class Stage(StrEnum):
     opening = "opening"
     awaiting_photos = "awaiting_photos"
     awaiting_seller_decision = "awaiting_seller_decision"
+    awaiting_customer_answer = "awaiting_customer_answer"  # a partial refund offered: accept or refuse
     awaiting_return_label = "awaiting_return_label"
     awaiting_shipment = "awaiting_shipment"
     in_transit = "in_transit"
@@ -264,6 +265,13 @@ class ShipmentRequest(BaseModel):
     actor: Actor
     carrier: str = Field(min_length=2, max_length=40)
     tracking_number: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+
+
+class OfferAnswer(BaseModel):
+    """The customer's answer to a partial refund offered by the seller."""
+    actor: Actor
+    accept: bool
+    note: str | None = Field(None, max_length=2000)
 
 
 class SimpleAction(BaseModel):

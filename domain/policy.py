@@ -23,6 +23,8 @@ class Policy(BaseModel):
     claim_seller_answer_business_days: int = Field(1, ge=1)
     # A defect claim needs photos: the customer adds them within N hours of opening it.
     claim_photos_within_hours: int = Field(48, ge=1)
+    # A partial refund is an offer: the customer accepts or refuses it within N business days.
+    partial_offer_answer_business_days: int = Field(2, ge=1)
     attachments_max_count: int = Field(10, ge=1)
     attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     # Withdrawal (return for any reason): N calendar days after delivery, last day rolled to a business day.
@@ -72,6 +74,9 @@ class Policy(BaseModel):
 
     def claim_answer_deadline(self, asked_at: datetime) -> datetime:
         return calendar.business_days_deadline(asked_at, self.claim_seller_answer_business_days)
+
+    def partial_offer_deadline(self, offered_at: datetime) -> datetime:
+        return calendar.business_days_deadline(offered_at, self.partial_offer_answer_business_days)
 
     def photos_deadline(self, opened_at: datetime) -> datetime:
         # Elapsed hours: add them in UTC (aware arithmetic in Europe/Paris would be wall-clock

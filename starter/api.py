@@ -30,6 +30,7 @@ from domain.models import (
     DefectCategory,
     GatewayEvent,
     LabelRequest,
+    OfferAnswer,
     Role,
     ShipmentRequest,
     SimpleAction,
@@ -100,6 +101,11 @@ class ShipmentBody(Body):
 
 
 class NoteBody(Body):
+    note: str | None = Field(None, max_length=2000)
+
+
+class OfferAnswerBody(Body):
+    accept: bool
     note: str | None = Field(None, max_length=2000)
 
 
@@ -333,6 +339,11 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     async def outbound_impossible(case_id: Id, body: NoteBody, who: Who, svc: Svc):
         require(who, Role.seller, "declares exchange and repair impossible")
         return await svc.act(who, case_id, CaseWorkflow.declare_impossible, SimpleAction(actor=who, note=body.note))
+
+    @app.post("/v1/cases/{case_id}/offer-answer")
+    async def offer_answer(case_id: Id, body: OfferAnswerBody, who: Who, svc: Svc):
+        require(who, Role.customer, "answers a partial refund offer")
+        return await svc.act(who, case_id, CaseWorkflow.answer_offer, OfferAnswer(actor=who, **body.model_dump()))
 
     @app.post("/v1/cases/{case_id}/withdraw")
     async def withdraw(case_id: Id, body: NoteBody, who: Who, svc: Svc):

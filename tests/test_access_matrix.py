@@ -234,6 +234,17 @@ async def defect_awaiting_outbound(w: World) -> str:
     return case_id
 
 
+async def defect_awaiting_offer_answer(w: World) -> str:
+    case_id = await defect_awaiting_photos(w)
+    await ok(w, CUSTOMER_A, "POST", f"/v1/cases/{case_id}/attachments",
+             files={"file": ("screen.jpg", JPEG, "image/jpeg")})
+    await wait_stage(w, case_id, "awaiting_seller_decision")
+    await ok(w, SELLER_A, "POST", f"/v1/cases/{case_id}/decision",
+             json={"decision": "partial_refund", "partial_amount_cents": 2000, "reason": "A small scratch."})
+    await wait_stage(w, case_id, "awaiting_customer_answer")
+    return case_id
+
+
 async def credit_wallet(w: World, party: dict, cents: int, reason: str) -> None:
     from activities.wallet import add_entry, ensure_wallet
 
@@ -441,6 +452,8 @@ MATRIX = [
         body=note("No spare parts left.")),
     Row("POST", C + "/withdraw", case_action(cancellation_awaiting_decision), {CUSTOMER_A: 200},
         body=note("Changed my mind.")),
+    Row("POST", C + "/offer-answer", case_action(defect_awaiting_offer_answer), {CUSTOMER_A: 200},
+        body={"accept": True, "note": "Fine by me."}),
     Row("GET", "/v1/wallet", setup_wallet, {CUSTOMER_A: 200, CUSTOMER_B: 200}),
     Row("POST", "/v1/wallet/payouts", setup_payouts, {CUSTOMER_A: 201, CUSTOMER_B: 201}, body=PAYOUT),
     Row("GET", "/v1/wallet/payouts/{payout_id}", setup_payout_status, {CUSTOMER_A: 200, AGENT: 200}),
@@ -542,6 +555,7 @@ WRONG_STAGE = {  # action -> (a case where it does not fit, its stage, a body th
     "/outbound-shipment": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
     "/outbound-impossible": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
     "/withdraw": (withdrawal_in_transit, "in_transit", None),  # the parcel is on its way: too late
+    "/offer-answer": (cancellation_awaiting_decision, "awaiting_seller_decision", None),
 }
 
 

@@ -41,6 +41,7 @@ from domain.models import (
     DefectCategory,
     GatewayEvent,
     LabelRequest,
+    OfferAnswer,
     Role,
     ShipmentRequest,
     SimpleAction,
@@ -71,6 +72,7 @@ step = st.one_of(
     st.tuples(st.just("outbound"), actor),
     st.tuples(st.just("impossible"), actor),
     st.tuples(st.just("withdraw"), actor),
+    st.tuples(st.just("offer"), st.booleans(), actor),
     st.tuples(st.just("care"), st.sampled_from(list(CareResolution)), actor),
     st.tuples(st.just("photo")),
     st.tuples(st.just("settle"), st.sampled_from(["succeeded", "failed"])),
@@ -96,6 +98,7 @@ EFFECTS = {
     "outbound": {"outbound_shipped"},
     "impossible": {"waiting_for_care"},
     "withdraw": {"stopped"},
+    "offer": {"offer_answered"},
     CareResolution.close: {"stopped"},
     CareResolution.force_refund: {"stopped"},
     CareResolution.mark_lost: {"stopped"},
@@ -215,6 +218,8 @@ def update_for(step_, party):
               "withdraw": CaseWorkflow.withdraw}
     if name in simple:
         return simple[name], SimpleAction(actor=who(a, party), note="property test")
+    if name == "offer":
+        return CaseWorkflow.answer_offer, OfferAnswer(actor=who(a, party), accept=step_[1])
     if name == "care":
         return CaseWorkflow.care_resolve, CareRequest(actor=who(a, party), resolution=step_[1], reason="care decides",
                                                       extend_hours=24 if step_[1] == CareResolution.extend_deadline
@@ -229,6 +234,7 @@ def natural_next(s, kind: CaseKind, i: int):
     options = {
         Stage.awaiting_photos: [("photo",)],
         Stage.awaiting_seller_decision: [("decide", d, "seller") for d in decisions],
+        Stage.awaiting_customer_answer: [("offer", True, "customer"), ("offer", False, "customer")],
         Stage.awaiting_return_label: [("label", "seller"), ("label_missing", "customer")],
         Stage.awaiting_shipment: [("ship", "customer"), ("carrier", "in_transit", "label"), ("receipt", "seller")],
         Stage.in_transit: [("carrier", "delivered", "shipment"), ("receipt", "seller")],

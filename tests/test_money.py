@@ -97,6 +97,9 @@ async def test_partial_refund_then_withdrawal_refunds_the_remainder_then_nothing
     r = await api.post(f"/v1/cases/{defect}/decision", headers=seller, json={
         "decision": "partial_refund", "partial_amount_cents": 3000, "reason": "A goodwill gesture for the scratch."})
     assert r.status_code == 200, r.text
+    await until_stage(api, party["customer_token"], defect, "awaiting_customer_answer")  # an offer
+    r = await api.post(f"/v1/cases/{defect}/offer-answer", headers=customer, json={"accept": True})
+    assert r.status_code == 200, r.text
     closed = await until_stage(api, party["customer_token"], defect, "closed")
     assert (closed["outcome"], closed["wallet_credited_cents"]) == ("partially_refunded", 3000)
 
@@ -134,11 +137,15 @@ def refund_request(order_id: str, case_id: str, key: str, cents: int) -> RefundR
 
 async def a_case_row(pool, party, order_id: str) -> str:
     """A read-model row for a case (refund rows reference it)."""
+    from domain.models import CaseKind, CaseState
+
     case_id = new_id("case")
+    state = CaseState(case_id=case_id, kind=CaseKind.withdrawal, order_id=order_id, customer_id=party["customer_id"],
+                      seller_id=party["seller_id"], stage=Stage.closed)
     await pool.execute(
         """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, state, last_seq, opened_at, closed_at)
-           VALUES ($1, $2, 'withdrawal', $3, $4, 'closed', '{}', 0, now(), now())""",
-        case_id, order_id, party["customer_id"], party["seller_id"])
+           VALUES ($1, $2, 'withdrawal', $3, $4, 'closed', $5, 0, now(), now())""",
+        case_id, order_id, party["customer_id"], party["seller_id"], state.model_dump(mode="json"))
     return case_id
 
 

@@ -26,6 +26,7 @@ from domain.models import (
     DefectCategory,
     GatewayEvent,
     LabelRequest,
+    OfferAnswer,
     Outcome,
     PayoutStage,
     Role,
@@ -152,6 +153,8 @@ async def partial_refund(handle, party, cents: int):
     await wait_stage(handle, Stage.awaiting_seller_decision)
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
         actor=seller(party), decision="partial_refund", partial_amount_cents=cents, reason="Scratch on the back."))
+    await wait_stage(handle, Stage.awaiting_customer_answer)
+    await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(actor=customer(party), accept=True))
     final = await handle.result()
     assert (final.outcome, final.wallet_credited_cents) == (Outcome.partially_refunded, cents)
 

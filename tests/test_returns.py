@@ -16,6 +16,7 @@ from domain.models import (
     CaseKind,
     DecisionRequest,
     LabelRequest,
+    OfferAnswer,
     Outcome,
     Role,
     ShipmentRequest,
@@ -124,7 +125,8 @@ async def test_defect_claim_exchange_closes_on_delivery_of_the_replacement(ts_en
     assert await mail_with(mail_sink, party["customer_email"], "replacement is on its way")
 
 
-async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker, gateway_sandbox, party, task_queue):
+async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker, gateway_sandbox, mail_sink, party,
+                                                      task_queue):
     handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
     await handle.signal(CaseWorkflow.attachments_added, 1)
     await wait_stage(handle, Stage.awaiting_seller_decision)
@@ -134,12 +136,55 @@ async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker,
     assert err.value.cause.type == "InvalidAction"
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
         actor=seller(party), decision="partial_refund", partial_amount_cents=3000, reason="Scratch on the back."))
+    s = await wait_stage(handle, Stage.awaiting_customer_answer)  # an offer: the customer decides
+    assert s.waiting_for == "customer" and s.wallet_credited_cents == 0
+    assert await mail_with(mail_sink, party["customer_email"], "A partial refund of 30.00 EUR is offered")
+    await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(actor=customer(party), accept=True))
     final = await handle.result()
     assert (final.outcome, final.wallet_credited_cents) == (Outcome.partially_refunded, 3000)
+    assert await mail_with(mail_sink, party["seller_email"], "Partial refund accepted")
     credits = await pool.fetch("SELECT amount_cents FROM wallet_entries WHERE customer_id = $1 AND kind = 'credit'",
                                party["customer_id"])
     assert [r["amount_cents"] for r in credits] == [3000]
     assert await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}") == []
+
+
+async def test_a_refused_partial_offer_becomes_a_return_with_a_full_refund(ts_env, pool, case_worker, gateway_sandbox,
+                                                                           party, task_queue):
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
+    await handle.signal(CaseWorkflow.attachments_added, 1)
+    await wait_stage(handle, Stage.awaiting_seller_decision)
+    await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
+        actor=seller(party), decision="partial_refund", partial_amount_cents=3000))
+    await wait_stage(handle, Stage.awaiting_customer_answer)
+    with pytest.raises(WorkflowUpdateFailedError) as err:  # only the customer answers
+        await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(actor=seller(party), accept=True))
+    assert err.value.cause.type == "Forbidden"
+    answer = await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(
+        actor=customer(party), accept=False, note="I want my money back."))
+    assert answer.stage == Stage.awaiting_return_label
+    await issue_label(handle, party)
+    await ship(handle, party)
+    await deliver(ts_env, handle)
+    await wait_stage(handle, Stage.awaiting_refund_activation)
+    await handle.execute_update(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)))
+    await wait_stage(handle, Stage.awaiting_bank_settlement)
+    await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
+    final = await handle.result()
+    assert (final.outcome, final.refunded_cents, final.wallet_credited_cents) == (Outcome.refunded, order_total(), 0)
+
+
+async def test_a_partial_offer_left_unanswered_goes_to_care(ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.defect)
+    await handle.signal(CaseWorkflow.attachments_added, 1)
+    await wait_stage(handle, Stage.awaiting_seller_decision)
+    await handle.execute_update(CaseWorkflow.decide, DecisionRequest(
+        actor=seller(party), decision="partial_refund", partial_amount_cents=3000))
+    s = await wait_stage(handle, Stage.awaiting_customer_answer)
+    await jump_to(ts_env, s.deadline + timedelta(minutes=1))
+    s = await wait_stage(handle, Stage.awaiting_care)
+    assert "did not answer the partial refund offer" in s.escalation_reason
+    assert await mail_with(mail_sink, party["customer_email"], "Reminder: a partial refund")
 
 
 async def test_warranty_never_refunds_and_impossible_repair_goes_to_care(ts_env, pool, case_worker, gateway_sandbox,

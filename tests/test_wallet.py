@@ -154,6 +154,24 @@ async def test_payout_not_settled_after_five_business_days_alerts_care(ts_env, p
     assert len(await mail_with(mail_sink, "care@marketplace.example", view["payout_id"])) == 2
 
 
+async def test_payout_whose_settlement_event_is_lost_is_looked_up_at_its_deadline(ts_env, pool, case_worker,
+                                                                                  gateway_sandbox, mail_sink,
+                                                                                  task_queue):
+    party = await make_party(pool)
+    await credit(pool, party["customer_id"], 2000, f"{party['customer_id']}:c1")
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{gateway_sandbox.url}/_sandbox/faults", json={"mode": "no_event", "count": 1})
+    view, _ = await payout(ts_env, pool, task_queue, party, 2000, key="p-lost-event")
+    s = await wait_payout(ts_env, view["payout_id"], PayoutStage.awaiting_bank_settlement)
+    async with httpx.AsyncClient() as http:  # the bank pays; the event never comes
+        settled = (await http.post(f"{gateway_sandbox.url}/_sandbox/settle/{s.transfer_id}")).json()
+    assert settled["status"] == "settled"
+    await jump_to(ts_env, s.expected_by + timedelta(minutes=1))
+    s = await wait_payout(ts_env, view["payout_id"], PayoutStage.settled)
+    assert not s.escalated
+    assert not any(view["payout_id"] in m["subject"] for m in mails_to(mail_sink, "care@marketplace.example"))
+
+
 async def test_payout_rejected_puts_the_money_back(ts_env, pool, case_worker, mail_sink, task_queue):
     party = await make_party(pool)
     await credit(pool, party["customer_id"], 2500, f"{party['customer_id']}:c1")

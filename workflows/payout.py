@@ -1,10 +1,13 @@
 """Wallet payout workflow: the amount is already held (by the API, under a lock) when it starts.
 
 bank transfer (exactly once) → awaiting_bank_settlement for 5 business days (signed gateway event) →
-settled: debit the hold; rejected: release the hold, the customer is told; overdue: alert care,
-again at each care deadline (2 business days) until the bank answers.
+settled: debit the hold; rejected: release the hold, the customer is told; no event by the deadline:
+the transfer is looked up, then (still pending) care is alerted, again at each care deadline (2 business
+days), and it is looked up again every day until the bank answers.
 """
 from __future__ import annotations
+
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -67,8 +70,21 @@ class PayoutWorkflow:
         await send(inp.payout_id, "sent", Role.customer, inp.customer_id, f"Your transfer of {money} is on its way",
                    f"{money} is on its way to your account {self.state.iban_masked}; it should arrive by "
                    f"{fmt(self.deadline.at)}.")
+        async def reconcile() -> None:
+            """The settlement event is late: ask the bank-transfer port how the transfer stands."""
+            status = await workflow.execute_activity_method(PayoutActivities.lookup_transfer, transfer_id,
+                                                            summary="transfer look-up", **MONEY_ACTIVITY)
+            if status in ("settled", "rejected") and self._event is None:
+                self._event = GatewayEvent(object_id=transfer_id, status="succeeded" if status == "settled" else "failed",
+                                           failure_reason=None if status == "settled" else "rejected by the bank")
+
         overdue = 0
-        while not await self.deadline.wait(lambda: self._event is not None):
+        every = timedelta(hours=inp.policy.reconcile_every_hours)
+        while not await self.deadline.wait(lambda: self._event is not None, every=every if overdue else None,
+                                           on_every=reconcile):
+            await reconcile()
+            if self._event is not None:
+                break
             # Overdue: care is told, then again at each care deadline, so the payout never waits on nobody.
             overdue += 1
             self.state.escalated = True

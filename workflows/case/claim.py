@@ -5,7 +5,7 @@ from __future__ import annotations
 from workflows.case import refund, returns
 from workflows.case.base import ALLOWED_DECISIONS, KIND_TITLES, Msg
 from workflows.case.cancellation import seller_decision
-from workflows.common import fmt
+from workflows.common import euros, fmt
 
 from domain.models import CaseKind, ClaimDecision, Outcome, Role, Stage
 
@@ -24,12 +24,41 @@ async def run(case) -> None:
         f"Photos: {case.state.attachments}. Answer with one of: {choices}")
     d = ClaimDecision(decision.decision)
     if d == ClaimDecision.partial_refund:
-        return await refund.partial_refund_and_close(case, decision.partial_amount_cents, decision.reason)
+        if await _customer_accepts(case, decision.partial_amount_cents, decision.reason):
+            return await refund.partial_refund_and_close(case, decision.partial_amount_cents, decision.reason)
+        # Refused: the claim goes on as a return with a full refund.
+        return await return_then_refund(case, "defect claim: partial refund refused, item returned",
+                                        seller_pays_label=True)
     if d == ClaimDecision.refund:
         return await return_then_refund(case, "defect claim: item returned", seller_pays_label=True)
     # Exchange or repair: the item comes back, then the seller sends a replacement / the repaired item.
     if await returns.return_item(case, seller_pays_label=True) is not None:
         await _outbound(case, d)
+
+
+async def _customer_accepts(case, cents: int, reason: str | None) -> bool:
+    """A partial refund is an offer: the customer keeps the item and takes the amount to the wallet, or
+    refuses it and sends the item back for a full refund (silence: customer care decides)."""
+    money = euros(cents, case.state.currency)
+    order_id = case.inp.order.order_id
+
+    def msg(key: str, subject: str):
+        return lambda at: Msg(Role.customer, key, subject,
+                              f"The seller offers {money} to your wallet for order {order_id}, and you keep the "
+                              f"item ({reason or 'no reason given'}). Accept or refuse before {fmt(at)} "
+                              "(Europe/Paris); if you refuse, you return the item for a full refund.")
+
+    await case.wait_in(Stage.awaiting_customer_answer, lambda: case.offer_answer is not None, event="partial_refund_offered",
+                       detail={"amount_cents": cents, "reason": reason},
+                       ask=msg("offer-asked", f"A partial refund of {money} is offered"),
+                       remind=msg("offer-reminder", f"Reminder: a partial refund of {money} is offered"))
+    answer = case.offer_answer
+    await case.record("offer_answered", {"accept": answer.accept, "note": answer.note})
+    await case.notify_seller("offer-answered", "partial_refund.answered",
+                             f"Partial refund {'accepted' if answer.accept else 'refused'} on order {order_id}",
+                             f"The customer {'accepted' if answer.accept else 'refused'} the partial refund of "
+                             f"{money}." + ("" if answer.accept else " The item comes back for a full refund."))
+    return answer.accept
 
 
 async def return_then_refund(case, why: str, seller_pays_label: bool) -> None:

@@ -85,6 +85,10 @@ STAGES: dict[Stage, StageRule] = {
         Owner.seller, _decision_deadline, "seller_answer",
         "1 business day (cancellation_seller_answer_business_days, claim_seller_answer_business_days)",
         Owner.seller, AtDeadline.care, "seller did not answer in time"),
+    Stage.awaiting_customer_answer: StageRule(
+        Owner.customer, lambda p, t, k: p.partial_offer_deadline(t), "offer_answer",
+        "2 business days after the seller's offer (partial_offer_answer_business_days)", Owner.customer,
+        AtDeadline.care, "the customer did not answer the partial refund offer"),
     Stage.awaiting_return_label: StageRule(
         Owner.seller, lambda p, t, k: p.return_label_deadline(t), "return_label",
         "1 business day (return_label_business_days)", Owner.seller, AtDeadline.escalate,
@@ -126,7 +130,8 @@ STAGES: dict[Stage, StageRule] = {
 
 # Where the customer may still withdraw: nothing has left their hands or the marketplace's yet
 # (the case also checks that no money moved and no parcel was handed over).
-WITHDRAWABLE = {Stage.awaiting_photos, Stage.awaiting_seller_decision, Stage.awaiting_return_label,
+WITHDRAWABLE = {Stage.awaiting_photos, Stage.awaiting_seller_decision, Stage.awaiting_customer_answer,
+                Stage.awaiting_return_label,
                 Stage.awaiting_shipment, Stage.awaiting_care}
 # Money is in flight: closing or forcing another refund here could move it twice.
 MONEY_IN_FLIGHT = {Stage.refunding, Stage.awaiting_bank_settlement}

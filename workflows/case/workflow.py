@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRequest,
         GatewayEvent,
         LabelRequest,
+        OfferAnswer,
         OrderStatus,
         OrderStatusChange,
         OrderStatusResult,
@@ -86,6 +87,7 @@ class CaseWorkflow:
         self.money_in_flight = False
         # Actions and events, set by the handlers and read by the stage functions.
         self.decision: DecisionRequest | None = None
+        self.offer_answer: OfferAnswer | None = None
         self.label: LabelRequest | None = None
         self.label_missing_reports = 0
         self.shipment: ShipmentRequest | None = None
@@ -334,6 +336,14 @@ class CaseWorkflow:
             if req.partial_amount_cents >= self.inp.order.total_cents or req.partial_amount_cents > left:
                 raise ApplicationError(f"a partial refund is less than what was paid (at most {left - 1} cents)",
                                        {"field": "partial_amount_cents"}, type=INVALID)
+
+    @workflow.update
+    async def answer_offer(self, req: OfferAnswer) -> ActionAnswer:
+        return await self._act("offer", lambda: setattr(self, "offer_answer", req))
+
+    @answer_offer.validator
+    def _validate_offer(self, req: OfferAnswer) -> None:
+        self.check(req.actor, {Role.customer}, {Stage.awaiting_customer_answer}, "offer")
 
     @workflow.update
     async def issue_return_label(self, req: LabelRequest) -> ActionAnswer:
