@@ -202,23 +202,25 @@ class CaseActivities:
         async with pool.acquire() as conn, conn.transaction():
             entry = await ledger.reserve(conn, order_id=req.order_id, case_id=req.case_id, kind="card_refund",
                                          key=req.idempotency_key, cents=req.amount.cents,
-                                         currency=req.amount.currency, reason=req.reason)
+                                         currency=req.amount.currency, reason=req.reason,
+                                         at_most_remainder=req.at_most_remainder)
+            cents = entry["amount_cents"]
             existing = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", req.idempotency_key)
             if existing is None:
                 await conn.execute(
                     """INSERT INTO refunds (idempotency_key, case_id, order_id, payment_intent, amount_cents, currency)
                        VALUES ($1, $2, $3, $4, $5, $6)""",
                     req.idempotency_key, req.case_id, req.order_id, req.payment_intent,
-                    req.amount.cents, req.amount.currency)
+                    cents, req.amount.currency)
             elif existing["gateway_refund_id"]:
                 return RefundResult(refund_id=existing["gateway_refund_id"], status=existing["status"],
-                                    failure_reason=existing["failure_reason"])
+                                    failure_reason=existing["failure_reason"], amount_cents=cents)
             elif entry["state"] == "failed":  # refused for good before: the same answer again
                 raise ApplicationError(f"gateway refused the refund: {entry['failure_reason']}",
                                        {"code": entry["failure_reason"]}, type=REFUND_REJECTED, non_retryable=True)
         try:
             refund = await self.gateway.refund_once(
-                payment_intent=req.payment_intent, amount_cents=req.amount.cents,
+                payment_intent=req.payment_intent, amount_cents=cents,
                 currency=req.amount.currency, idempotency_key=req.idempotency_key,
                 metadata={"case_id": req.case_id, "workflow_id": req.workflow_id, "order_id": req.order_id},
             )
@@ -234,9 +236,10 @@ class CaseActivities:
                                req.idempotency_key, refund["id"])
             await ledger.set_state(conn, req.idempotency_key, "made")
             await ledger.apply_refund_status(conn, refund["id"], refund["status"], refund.get("failure_reason"))
-        activity.logger.info("refund %s of %s cents accepted by the gateway (%s)", refund["id"], req.amount.cents,
+        activity.logger.info("refund %s of %s cents accepted by the gateway (%s)", refund["id"], cents,
                              refund["status"])
-        return RefundResult(refund_id=refund["id"], status=refund["status"], failure_reason=refund.get("failure_reason"))
+        return RefundResult(refund_id=refund["id"], status=refund["status"], failure_reason=refund.get("failure_reason"),
+                            amount_cents=cents)
 
     @activity.defn
     async def refundable_cents(self, order_id: str) -> int:

@@ -34,10 +34,11 @@ async def _money_out(conn, order_id: str) -> int:
 
 
 async def reserve(conn, *, order_id: str, case_id: str | None, kind: str, key: str, cents: int, currency: str,
-                  reason: str, state: str = "reserved"):
+                  reason: str, state: str = "reserved", at_most_remainder: bool = False):
     """Enters a money step (inside the caller's transaction). Returns its ledger row — the existing one
     when the key was entered before (a retry). Raises MoneyExceedsPaid (non-retryable) when it would
-    take more than what is left."""
+    take more than what is left; with `at_most_remainder` it takes what is left, at most `cents`
+    (MoneyExceedsPaid when nothing is)."""
     order = await conn.fetchrow("SELECT lines, delivery_fee_cents FROM orders WHERE order_id = $1 FOR UPDATE",
                                 order_id)
     if order is None:
@@ -47,6 +48,8 @@ async def reserve(conn, *, order_id: str, case_id: str | None, kind: str, key: s
         return existing
     if kind in COUNTS_AGAINST_PAID:
         left = paid_cents(order) - await _money_out(conn, order_id)
+        if at_most_remainder and left > 0:
+            cents = min(cents, left)
         if cents > left:
             raise ApplicationError(f"{cents} cents exceed what is left to refund on order {order_id} ({left})",
                                    {"left_cents": left}, type=MONEY_EXCEEDS_PAID, non_retryable=True)

@@ -228,12 +228,15 @@ class RefundRequest(BaseModel):
     payment_intent: str
     amount: Money
     reason: str
+    # A total refund: refund what the order has left, at most `amount` (the ledger decides, under its lock).
+    at_most_remainder: bool = False
 
 
 class RefundResult(BaseModel):
     refund_id: str  # the gateway's id
     status: str  # pending | succeeded | failed | canceled (Stripe's statuses)
     failure_reason: str | None = None
+    amount_cents: int | None = None  # what was refunded (less than asked for a remainder)
 
 
 class GatewayEvent(BaseModel):

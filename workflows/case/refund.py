@@ -31,6 +31,7 @@ class RefundResult:
     failed_reason: str | None = None
     refund_id: str | None = None
     card_closed: bool = False
+    cents: int | None = None  # what was refunded
 
 
 async def refund_in_full_and_close(case, why: str, activation_from: datetime | None = None) -> None:
@@ -39,16 +40,19 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
     take money falls back to the wallet; any other failure goes to customer care (one forced refund
     per care decision)."""
     order = case.inp.order
-    left = await workflow.execute_activity_method(CaseActivities.refundable_cents, order.order_id,
-                                                  summary="refundable remainder", **RECORD_ACTIVITY)
-    if left <= 0:
-        await case.care_decides("nothing is left to refund on this order (refunded by another case)")
-        raise AssertionError("care_decides without a stage to go back to always ends in a stop")
+    left = order.total_cents
+    if activation_from is not None:  # the seller is asked to activate the amount actually due
+        left = await workflow.execute_activity_method(CaseActivities.refundable_cents, order.order_id,
+                                                      summary="refundable remainder", **RECORD_ACTIVITY)
+        if left <= 0:
+            await case.care_decides("nothing is left to refund on this order (refunded by another case)")
+            raise AssertionError("care_decides without a stage to go back to always ends in a stop")
+    result = await refund_card(case, left, why, activation_from=activation_from, at_most_remainder=True)
+    left = result.cents or left
     if left < order.total_cents:
         why = (f"{why}; {euros(order.total_cents - left, order.currency)} of the "
                f"{euros(order.total_cents, order.currency)} paid were already refunded, so the refund is "
                f"{euros(left, order.currency)}")
-    result = await refund_card(case, left, why, activation_from=activation_from)
     if result.settled:
         return await case.close(Outcome.refunded, why)
     if result.card_closed:
@@ -63,7 +67,8 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
     raise AssertionError("care_decides without a stage to go back to always ends in a stop")
 
 
-async def refund_card(case, cents: int, why: str, activation_from: datetime | None = None) -> RefundResult:
+async def refund_card(case, cents: int, why: str, activation_from: datetime | None = None,
+                      at_most_remainder: bool = False) -> RefundResult:
     inp, order = case.inp, case.inp.order
     money = euros(cents, order.currency)
     case.state.refund_cents = cents  # the amount at stake, shown (RefundAmountCents) from the activation on
@@ -87,7 +92,8 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
     req = RefundRequest(
         idempotency_key=f"{inp.case_id}:refund:{case.refunds}", case_id=inp.case_id,
         workflow_id=workflow.info().workflow_id, order_id=order.order_id, customer_id=order.customer_id,
-        payment_intent=order.payment_intent, amount=Money(cents=cents, currency=order.currency), reason=why)
+        payment_intent=order.payment_intent, amount=Money(cents=cents, currency=order.currency), reason=why,
+        at_most_remainder=at_most_remainder)
     call = workflow.start_activity_method(CaseActivities.refund_card, req, summary=f"card refund {money}",
                                           **MONEY_ACTIVITY)
     try:
@@ -100,10 +106,16 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
                 raise
             if isinstance(e.cause, ApplicationError) and e.cause.type in (REFUND_REJECTED, REFUND_EXCEEDS_PAID):
                 code = (e.cause.details[0] if e.cause.details else {}).get("code")
+                if e.cause.type == REFUND_EXCEEDS_PAID:
+                    code = "nothing left to refund on the order"
                 await case.record("refund_failed", {"reason": e.cause.message, "code": code})
                 return RefundResult(settled=False, failed_reason=code or e.cause.message,
                                     card_closed=code in CARD_CLOSED_REASONS)
             raise
+        if result.amount_cents is not None and result.amount_cents != cents:  # the order's remainder
+            cents = result.amount_cents
+            case.state.refund_cents = cents
+            money = euros(cents, order.currency)
         if result.status != "pending":  # Stripe's status at creation counts: settled or failed at once
             case.gateway_events.setdefault(result.refund_id, GatewayEvent(
                 object_id=result.refund_id, status=result.status, failure_reason=result.failure_reason))
@@ -135,11 +147,11 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
         case.state.refunded_cents += cents
         await case.record("refund_settled", {"refund_id": result.refund_id, "amount_cents": cents,
                                              **({"marked_by_care": case.settled_by_care} if event is None else {})})
-        return RefundResult(settled=True, refund_id=result.refund_id)
+        return RefundResult(settled=True, refund_id=result.refund_id, cents=cents)
     reason = event.failure_reason or event.status
     await case.record("refund_failed", {"refund_id": result.refund_id, "reason": reason})
     return RefundResult(settled=False, failed_reason=reason, refund_id=result.refund_id,
-                        card_closed=reason in CARD_CLOSED_REASONS)
+                        card_closed=reason in CARD_CLOSED_REASONS, cents=cents)
 
 
 async def partial_refund_and_close(case, cents: int, reason: str | None) -> None:
