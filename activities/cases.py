@@ -1,6 +1,6 @@
 """Case activities: every side effect of a case workflow. Each one is idempotent, so Temporal may retry it.
 
-- record_case_event: timeline row keyed by (case_id, seq) + read-model upsert guarded by last_seq
+- record_case_events: timeline rows keyed by (case_id, seq) + read-model upsert guarded by last_seq
 - notify: email (and the seller's signed webhook) once per message key
 - set_order_status: compare-and-set on the order's status
 - refund_card: one gateway refund per idempotency key, reserved in the order's ledger first (never
@@ -68,35 +68,43 @@ class CaseActivities:
         self.http = http or httpx.AsyncClient(timeout=10)
 
     def all(self) -> list:
-        return [self.record_case_event, self.notify, self.deliver_seller_webhook, self.set_order_status,
+        return [self.record_case_events, self.notify, self.deliver_seller_webhook, self.set_order_status,
                 self.refund_card, self.refundable_cents, self.lookup_refund]
 
     @activity.defn
-    async def record_case_event(self, ev: TimelineEvent) -> None:
+    async def record_case_events(self, events: list[TimelineEvent]) -> None:
+        """Timeline rows in one transaction (the case batches the events of one step), the read model at
+        the last of them; each row once (case_id, seq), the read model never behind (last_seq)."""
         pool = await db.get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            inserted = [ev for ev in events if await self._write_event(conn, ev)]
+        for ev in inserted:
+            count_case_event(ev)
+
+    @staticmethod
+    async def _write_event(conn, ev: TimelineEvent) -> bool:
+        """One timeline row + the read-model upsert guarded by last_seq. True when the row is new."""
         s = ev.state
         state_json = s.model_dump(mode="json")
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
-                                      last_seq, opened_at, closed_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                           CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
-                   ON CONFLICT (case_id) DO UPDATE SET
-                       stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
-                       last_seq = EXCLUDED.last_seq, updated_at = now(),
-                       closed_at = CASE WHEN EXCLUDED.stage = 'closed' THEN $10::timestamptz END
-                   WHERE cases.last_seq < EXCLUDED.last_seq""",
-                s.case_id, s.order_id, s.kind.value, s.customer_id, s.seller_id, s.stage.value,
-                s.outcome.value if s.outcome else None, state_json, ev.seq, ev.at,
-            )
-            inserted = await conn.execute(
-                """INSERT INTO case_timeline (case_id, seq, at, event, detail) VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (case_id, seq) DO NOTHING""",
-                ev.case_id, ev.seq, ev.at, ev.event, ev.detail,
-            )
-        if inserted.endswith(" 1"):
-            count_case_event(ev)
+        await conn.execute(
+            """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
+                                  last_seq, opened_at, closed_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                       CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
+               ON CONFLICT (case_id) DO UPDATE SET
+                   stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
+                   last_seq = EXCLUDED.last_seq, updated_at = now(),
+                   closed_at = CASE WHEN EXCLUDED.stage = 'closed' THEN $10::timestamptz END
+               WHERE cases.last_seq < EXCLUDED.last_seq""",
+            s.case_id, s.order_id, s.kind.value, s.customer_id, s.seller_id, s.stage.value,
+            s.outcome.value if s.outcome else None, state_json, ev.seq, ev.at,
+        )
+        inserted = await conn.execute(
+            """INSERT INTO case_timeline (case_id, seq, at, event, detail) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (case_id, seq) DO NOTHING""",
+            ev.case_id, ev.seq, ev.at, ev.event, ev.detail,
+        )
+        return inserted.endswith(" 1")
 
     @activity.defn
     async def notify(self, n: Notification) -> bool:

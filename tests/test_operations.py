@@ -399,7 +399,7 @@ async def test_metrics_endpoint_exports_sdk_and_business_metrics(ops, pool):
     # SDK metrics from the same endpoint.
     assert delta("temporal_workflow_completed", workflow_type="CaseWorkflow", task_queue=ops.task_queue) >= 3
     assert delta("temporal_workflow_completed", workflow_type="PayoutWorkflow", task_queue=ops.task_queue) >= 1
-    assert delta("temporal_activity_execution_latency_count", activity_type="record_case_event") > 0
+    assert delta("temporal_activity_execution_latency_count", activity_type="record_case_events") > 0
     assert delta("temporal_workflow_task_execution_latency_count", workflow_type="CaseWorkflow") > 0
     assert total(after, "temporal_worker_start", task_queue=ops.task_queue) >= 1
 

@@ -1,6 +1,6 @@
 """Activities that hold until the test lets them go: the real activities, behind a gate.
 
-`Gates` wraps the case activities (notify, record_case_event, set_order_status, refund_card): an
+`Gates` wraps the case activities (notify, record_case_events, set_order_status, refund_card): an
 activity call whose argument matches a gate waits at it; the test waits for it to be held
 (`await gate.held`), acts while it is in flight, then opens the gate (`gate.open()`).
 """
@@ -36,8 +36,8 @@ def message_gate(key_suffix: str) -> Gate:
 
 
 def record_gate(event: str) -> Gate:
-    """Holds the read-model write of the timeline event `event`."""
-    return Gate("record_case_event", lambda ev: ev.event == event)
+    """Holds the read-model write that carries the timeline event `event`."""
+    return Gate("record_case_events", lambda events: any(ev.event == event for ev in events))
 
 
 class GatedCaseActivities(CaseActivities):
@@ -56,10 +56,10 @@ class GatedCaseActivities(CaseActivities):
         await self._pass("notify", n)
         return await super().notify(n)
 
-    @activity.defn(name="record_case_event")
-    async def record_case_event(self, ev: TimelineEvent) -> None:
-        await self._pass("record_case_event", ev)
-        return await super().record_case_event(ev)
+    @activity.defn(name="record_case_events")
+    async def record_case_events(self, events: list[TimelineEvent]) -> None:
+        await self._pass("record_case_events", events)
+        return await super().record_case_events(events)
 
     @activity.defn(name="set_order_status")
     async def set_order_status(self, change: OrderStatusChange):

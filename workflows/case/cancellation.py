@@ -19,7 +19,7 @@ async def run(case) -> None:
         result = await case.set_order_status([OrderStatus.paid], OrderStatus.cancelled)
         if result.applied:
             case.commit("the order is cancelled")
-            await case.record("order_cancelled", {"from": "paid"})
+            await case.record("order_cancelled", {"from": "paid"}, with_next=True)
             return await refund.refund_in_full_and_close(case, "order cancelled before validation")
         status = result.status
     if status == OrderStatus.validated:
@@ -36,7 +36,7 @@ async def _seller_decides(case) -> None:
         result = await case.set_order_status([OrderStatus.validated], OrderStatus.cancelled)
         if result.applied:
             case.commit("the order is cancelled")
-            await case.record("order_cancelled", {"from": "validated", "by": decision.actor.id})
+            await case.record("order_cancelled", {"from": "validated", "by": decision.actor.id}, with_next=True)
             return await refund.refund_in_full_and_close(case, "cancellation accepted by the seller")
     await case.close(Outcome.refused, (decision.reason or "The seller has already shipped the order.") + RETURN_RIGHT)
 
@@ -52,5 +52,6 @@ async def seller_decision(case, event: str, subject: str, ask: str) -> DecisionR
                        ask=msg("decision-asked"), remind=msg("decision-reminder", "Reminder: "))
     d = case.decision
     case.state.decision = d.decision
-    await case.record("seller_decided", {"decision": d.decision, "reason": d.reason, "by": d.actor.id})
+    await case.record("seller_decided", {"decision": d.decision, "reason": d.reason, "by": d.actor.id},
+                      with_next=True)
     return d

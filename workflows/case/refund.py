@@ -84,7 +84,7 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
             remind=msg("activation-reminder", "refund.activation_reminder",
                        f"Reminder: activate the refund of order {order.order_id}"))
         await case.record("refund_activated" if activated else "refund_activation_missed",
-                          {"by": order.seller_id if activated else "marketplace"})
+                          {"by": order.seller_id if activated else "marketplace"}, with_next=True)
 
     case.refunds += 1
     case.money_in_flight = True
@@ -146,7 +146,8 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
     if event is None or event.status == "succeeded":
         case.state.refunded_cents += cents
         await case.record("refund_settled", {"refund_id": result.refund_id, "amount_cents": cents,
-                                             **({"marked_by_care": case.settled_by_care} if event is None else {})})
+                                             **({"marked_by_care": case.settled_by_care} if event is None else {})},
+                          with_next=True)
         return RefundResult(settled=True, refund_id=result.refund_id, cents=cents)
     reason = event.failure_reason or event.status
     await case.record("refund_failed", {"refund_id": result.refund_id, "reason": reason})

@@ -30,7 +30,7 @@ async def return_item(case, seller_pays_label: bool) -> datetime | None:
     if label.tracking_number not in case.state.tracking_numbers:
         case.state.tracking_numbers.append(label.tracking_number)
     await case.record("return_label_issued", {"carrier": label.carrier, "tracking_number": label.tracking_number,
-                                              "label_url": label.label_url})
+                                              "label_url": label.label_url}, with_next=True)
 
     def ship_msg(key: str, subject: str):
         return lambda at: Msg(Role.customer, key, subject,
@@ -55,5 +55,5 @@ async def return_item(case, seller_pays_label: bool) -> datetime | None:
                   else {"reported_by": "carrier", "tracking_number": label.tracking_number})
         await case.wait_in(Stage.in_transit, lambda: case.received is not None, event="return_shipped", detail=detail)
     by, at = case.received
-    await case.record("return_received", {"confirmed_by": by})
+    await case.record("return_received", {"confirmed_by": by}, with_next=True)
     return at

@@ -75,6 +75,7 @@ class CaseWorkflow:
         self.state: CaseState | None = None
         self.deadline = Deadline()
         self._seq = 0
+        self._unwritten: list[TimelineEvent] = []  # timeline events written with the next record
         # The stage whose wait is open: actions for it are accepted only then (set before the stage
         # is entered, cleared the instant its wait ends, before anything else runs).
         self.waiting_in: Stage | None = None
@@ -127,7 +128,7 @@ class CaseWorkflow:
         return self.state
 
     async def _apply_stop(self, stop: Stop) -> None:
-        await self.record("stopped", {"kind": stop.kind, "by": stop.by, "reason": stop.reason})
+        await self.record("stopped", {"kind": stop.kind, "by": stop.by, "reason": stop.reason}, with_next=True)
         if stop.kind == "withdrawn":
             return await self.close(Outcome.withdrawn, f"The customer withdrew the request. {stop.reason}".strip())
         if stop.kind == "care_close":
@@ -549,12 +550,17 @@ class CaseWorkflow:
             lines.append(f"- refund: {euros(s.refund_cents, s.currency)} (settled {euros(s.refunded_cents, s.currency)})")
         workflow.set_current_details("\n".join(lines))
 
-    async def record(self, event: str, detail: dict | None = None) -> None:
+    async def record(self, event: str, detail: dict | None = None, *, with_next: bool = False) -> None:
+        """A timeline event and the read model after it. `with_next`: written together with the next
+        record (always a stage change that follows at once), one activity for both."""
         self._seq += 1
-        ev = TimelineEvent(case_id=self.inp.case_id, seq=self._seq, at=workflow.now(), event=event,
-                           detail=detail or {}, state=self.state.model_copy(deep=True))
-        await workflow.execute_activity_method(CaseActivities.record_case_event, ev, summary=event,
-                                               **RECORD_ACTIVITY)
+        self._unwritten.append(TimelineEvent(case_id=self.inp.case_id, seq=self._seq, at=workflow.now(), event=event,
+                                             detail=detail or {}, state=self.state.model_copy(deep=True)))
+        if with_next:
+            return
+        events, self._unwritten = self._unwritten, []
+        await workflow.execute_activity_method(CaseActivities.record_case_events, events,
+                                               summary=" + ".join(e.event for e in events), **RECORD_ACTIVITY)
 
     async def escalate(self, reason: str, lead: bool = False) -> None:
         self.state.escalated = True
