@@ -74,10 +74,6 @@ class Deadline:
         self.at = at
         self._version += 1
 
-    def extend(self, by: timedelta) -> datetime:
-        self.set(self.at + by)
-        return self.at
-
     async def wait(self, done: Callable[[], bool], *, reminder_before: timedelta | None = None,
                    remind: Callable[[], Awaitable] | None = None, every: timedelta | None = None,
                    on_every: Callable[[], Awaitable] | None = None) -> bool:

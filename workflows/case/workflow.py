@@ -460,10 +460,6 @@ class CaseWorkflow:
     def _validate_care(self, req: CareRequest) -> None:
         self.check(req.actor, {Role.agent}, set(STAGES) - {Stage.closed}, "care")
         stage, r = self._care_stage(), req.resolution
-        if self.waiting_in is None:
-            raise ApplicationError(f"not possible in stage {self.state.stage.value}: the case is acting",
-                                   {"stage": self.state.stage.value}, type=WRONG_STAGE)
-
         def refuse(why: str):
             raise ApplicationError(f"not possible in stage {self.state.stage.value}: {why}",
                                    {"stage": self.state.stage.value}, type=WRONG_STAGE)
