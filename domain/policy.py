@@ -7,12 +7,18 @@ stay deterministic).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from domain import calendar
+from domain import calendar, legal
+
+# Taux de l'intérêt légal, créances des personnes physiques (Banque de France), per half-year.
+LEGAL_INTEREST_RATES = {"2024-H2": "8.16", "2025-H1": "7.21", "2025-H2": "6.65", "2026-H1": "6.67"}
 
 
 class Policy(BaseModel):
@@ -53,12 +59,37 @@ class Policy(BaseModel):
     # gateway then, and again every N hours while it stays pending.
     reconcile_every_hours: int = Field(24, ge=1)
     payout_settlement_business_days: int = Field(5, ge=1)
-    # Legal: refund within 14 days of the withdrawal request (Code de la consommation L221-24).
-    legal_refund_days: int = Field(14, ge=1)
+    # The law (domain/legal.py): a withdrawal is refunded within 14 days of the request, deferred to
+    # the first proof of shipment or receipt (L221-24); 2 days before that, an unrefunded case is
+    # escalated, and at the due date the marketplace refunds in the seller's place once the item is
+    # proven shipped (switch). Late refunds owe increases (L242-4) at the consumers' legal interest
+    # rate of the half-year the refund fell due in: the table below, extended by settings
+    # (POLICY_LEGAL_INTEREST_RATES='{"2026-H2": "6.90"}'); a missing half-year takes the latest rate.
+    legal_refund_days: int = Field(legal.REFUND_DAYS, ge=legal.REFUND_DAYS)
+    legal_refund_escalation_days_before: int = Field(2, ge=1)
+    marketplace_refunds_at_legal_due: bool = True
+    legal_interest_rates: dict[str, str] = Field(default_factory=lambda: dict(LEGAL_INTEREST_RATES))
     # A reminder goes to whoever must act this long before their deadline (sellers: hours matter;
     # customers shipping a parcel: days).
     reminder_before_hours: int = Field(12, ge=1)
     customer_reminder_before_hours: int = Field(48, ge=1)
+
+    @field_validator("legal_interest_rates")
+    @classmethod
+    def _rates(cls, rates: dict[str, str]) -> dict[str, str]:
+        for half, rate in rates.items():
+            if not re.fullmatch(r"\d{4}-H[12]", half):
+                raise ValueError(f"{half!r}: a half-year is written like 2026-H1")
+            if not 0 <= Decimal(str(rate)) < 100:
+                raise ValueError(f"{half}: the rate is a percentage")
+        return {half: str(rate) for half, rate in rates.items()}
+
+    def legal_refund_due(self, informed_at: datetime, shipment_reported_at: datetime | None,
+                         received_at: datetime | None) -> datetime | None:
+        return legal.withdrawal_refund_due(informed_at, shipment_reported_at, received_at, self.legal_refund_days)
+
+    def legal_refund_escalation(self, due: datetime) -> datetime:
+        return due - timedelta(days=self.legal_refund_escalation_days_before)
 
     @property
     def reminder_before(self) -> timedelta:
@@ -136,9 +167,15 @@ def _after_hours(since: datetime, hours: int) -> datetime:
 def load_policy(environ: dict[str, str] | None = None) -> Policy:
     """Defaults, overridden by POLICY_* environment variables (validated: a bad value fails loudly)."""
     env = os.environ if environ is None else environ
-    overrides = {
+    overrides: dict = {
         name: env[f"POLICY_{name.upper()}"]
         for name in Policy.model_fields
         if f"POLICY_{name.upper()}" in env
     }
+    if "legal_interest_rates" in overrides:  # JSON, extending the table (a new half-year each half-year)
+        try:
+            extra = json.loads(overrides["legal_interest_rates"])
+        except ValueError as e:
+            raise ValueError(f"POLICY_LEGAL_INTEREST_RATES is not JSON: {e}") from None
+        overrides["legal_interest_rates"] = {**LEGAL_INTEREST_RATES, **extra}
     return Policy.model_validate(overrides)
