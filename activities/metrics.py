@@ -39,6 +39,12 @@ def count_case_event(ev: TimelineEvent) -> None:
     elif ev.event == "refund_settled":
         _counter("aftersales_refunded_cents", "card refunds settled, in cents").add(
             int(ev.detail.get("amount_cents", 0)), {"kind": kind})
+    elif ev.event == "late_refund_increase_credited":
+        party = str(ev.detail.get("late_party", "unknown"))
+        _counter("aftersales_late_refunds", "withdrawals refunded after the law's deadline").add(
+            1, {"kind": kind, "late_party": party})
+        _counter("aftersales_late_increase_cents", "legal late-refund increases credited, in cents").add(
+            int(ev.detail.get("increase_cents", 0)), {"late_party": party})
     elif ev.event == "wallet_credited":
         _counter("aftersales_wallet_credited_cents", "wallet credits, in cents").add(
             int(ev.detail.get("amount_cents", 0)), {"kind": kind})

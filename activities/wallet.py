@@ -49,11 +49,12 @@ class WalletActivities:
     @activity.defn
     async def credit_wallet(self, credit: WalletCredit) -> None:
         """A credit from a case enters the order's ledger in the same transaction (never more than the
-        order paid, MoneyExceedsPaid otherwise); the same key twice credits once."""
+        order paid, MoneyExceedsPaid otherwise; a legal late-refund increase is outside the paid); the
+        same key twice credits once."""
         pool = await db.get_pool()
         async with pool.acquire() as conn, conn.transaction():
             if credit.order_id:
-                await ledger.reserve(conn, order_id=credit.order_id, case_id=credit.case_id, kind="wallet_credit",
+                await ledger.reserve(conn, order_id=credit.order_id, case_id=credit.case_id, kind=credit.ledger_kind,
                                      key=credit.idempotency_key, cents=credit.amount.cents,
                                      currency=credit.amount.currency, reason=credit.reason, state="succeeded")
             await ensure_wallet(conn, credit.customer_id, credit.amount.currency)

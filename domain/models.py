@@ -157,6 +157,9 @@ class WalletCredit(BaseModel):
     order_id: str | None = None
     amount: Money
     reason: str
+    # The order's ledger kind: a case's credit counts against what the order paid; a legal late-refund
+    # increase (L242-4) does not.
+    ledger_kind: Literal["wallet_credit", "late_increase"] = "wallet_credit"
 
 
 class CareRequest(BaseModel):
@@ -196,6 +199,21 @@ class CaseState(BaseModel):
     return_label_url: str | None = None
     tracking_numbers: list[str] = Field(default_factory=list)  # return and outbound parcels (carrier webhook)
     attachments: int = 0
+    legal_refund_due: datetime | None = None  # withdrawals: the law's refund deadline, once known
+    late_refund: "LateRefund | None" = None  # a refund made after it: the increase and who was late
+
+
+class LateRefund(BaseModel):
+    """A withdrawal refunded after the law's due date (domain/legal.py), for the customer and care."""
+    due: datetime
+    refunded_at: datetime
+    days_late: int
+    late_party: Literal["seller", "marketplace"]  # the seller's activation, or the marketplace's own steps
+    percent: str  # the L242-4 increase
+    increase_cents: int
+
+
+CaseState.model_rebuild()
 
 
 class TimelineEvent(BaseModel):

@@ -68,6 +68,9 @@ class Policy(BaseModel):
     legal_refund_days: int = Field(legal.REFUND_DAYS, ge=legal.REFUND_DAYS)
     legal_refund_escalation_days_before: int = Field(2, ge=1)
     marketplace_refunds_at_legal_due: bool = True
+    # The marketplace acts (and the seller's activation ends) this long before the due instant
+    # (23:59:59 Paris), so that the refund is created on the due day even if the gateway is slow.
+    legal_refund_margin_hours: int = Field(12, ge=1, le=23)
     legal_interest_rates: dict[str, str] = Field(default_factory=lambda: dict(LEGAL_INTEREST_RATES))
     # A reminder goes to whoever must act this long before their deadline (sellers: hours matter;
     # customers shipping a parcel: days).
@@ -90,6 +93,9 @@ class Policy(BaseModel):
 
     def legal_refund_escalation(self, due: datetime) -> datetime:
         return due - timedelta(days=self.legal_refund_escalation_days_before)
+
+    def legal_refund_act_at(self, due: datetime) -> datetime:
+        return _after_hours(due, -self.legal_refund_margin_hours)
 
     @property
     def reminder_before(self) -> timedelta:

@@ -12,8 +12,10 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 NEXT_DEADLINE = SearchAttributeKey.for_datetime("NextDeadline")
 ESCALATED = SearchAttributeKey.for_bool("Escalated")
 REFUND_CENTS = SearchAttributeKey.for_int("RefundAmountCents")
+LEGAL_REFUND_DUE = SearchAttributeKey.for_datetime("LegalRefundDue")  # withdrawals, once known (L221-24)
 
-ALL = [CASE_KIND, CASE_STAGE, ORDER_ID, SELLER_ID, CUSTOMER_ID, NEXT_DEADLINE, ESCALATED, REFUND_CENTS]
+ALL = [CASE_KIND, CASE_STAGE, ORDER_ID, SELLER_ID, CUSTOMER_ID, NEXT_DEADLINE, ESCALATED, REFUND_CENTS,
+       LEGAL_REFUND_DUE]
 
 # Names and CLI types for `temporal server start-dev --search-attribute Name=Type` and
 # `temporal operator search-attribute create`.

@@ -62,9 +62,15 @@ async def _customer_accepts(case, cents: int, reason: str | None) -> bool:
 
 
 async def return_then_refund(case, why: str, seller_pays_label: bool) -> None:
-    received_at = await returns.return_item(case, seller_pays_label)
-    if received_at is not None:
-        await refund.refund_in_full_and_close(case, why, activation_from=received_at)
+    returned = await returns.return_item(case, seller_pays_label)
+    if returned is None:
+        return
+    if returned.at is None:  # the law's refund deadline passed with the parcel still travelling
+        await case.escalate("the legal refund deadline passed with the parcel in transit: the marketplace "
+                            "refunds on the seller's behalf")
+        return await refund.refund_in_full_and_close(case, f"{why.split(':')[0]}: refunded at the legal "
+                                                     "deadline, item in transit")
+    await refund.refund_in_full_and_close(case, why, activation_from=returned.at)
 
 
 async def _photos(case) -> bool:

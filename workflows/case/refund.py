@@ -54,12 +54,14 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
                f"{euros(order.total_cents, order.currency)} paid were already refunded, so the refund is "
                f"{euros(left, order.currency)}")
     if result.settled:
+        await case.legal.pay_increase_if_late(case, left)
         return await case.close(Outcome.refunded, why)
     if result.card_closed:
         if not await credit_wallet(case, "card-fallback", left, f"card refund refused ({result.failed_reason}): "
                                                                 "credited to your wallet"):
             await case.care_decides("the card is closed and the wallet credit would exceed what the order paid")
             raise AssertionError("care_decides without a stage to go back to always ends in a stop")
+        await case.legal.pay_increase_if_late(case, left)
         return await case.close(Outcome.refunded_to_wallet, (
             f"Your card could not be refunded ({result.failed_reason}), so {euros(left, case.state.currency)} "
             "was credited to your wallet. You can transfer it to your bank account at any time."))
@@ -77,12 +79,14 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
             return lambda at: Msg(Role.seller, key, subject, f"The returned item of order {order.order_id} was "
                                   f"received. Activate the refund of {money} before {fmt(at)} (Europe/Paris).", event)
 
+        # The seller's deadline never lies beyond the law's; at the law's, the marketplace refunds.
         activated = await case.wait_in(
-            Stage.awaiting_refund_activation, lambda: case.activated, event="refund_activation_requested",
-            since=activation_from,
+            Stage.awaiting_refund_activation, lambda: case.activated or case.legal.refund_now(case),
+            event="refund_activation_requested", since=activation_from, not_after=case.legal.act_at,
             ask=msg("activation-asked", "refund.activation_requested", f"Activate the refund of order {order.order_id}"),
             remind=msg("activation-reminder", "refund.activation_reminder",
                        f"Reminder: activate the refund of order {order.order_id}"))
+        activated = activated and case.activated
         await case.record("refund_activated" if activated else "refund_activation_missed",
                           {"by": order.seller_id if activated else "marketplace"}, with_next=True)
 
@@ -112,6 +116,8 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
                 return RefundResult(settled=False, failed_reason=code or e.cause.message,
                                     card_closed=code in CARD_CLOSED_REASONS)
             raise
+        if result.status != "failed":
+            case.legal.made(case)  # the law counts the refund made once the gateway created it
         if result.amount_cents is not None and result.amount_cents != cents:  # the order's remainder
             cents = result.amount_cents
             case.state.refund_cents = cents
@@ -150,6 +156,7 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
                           with_next=True)
         return RefundResult(settled=True, refund_id=result.refund_id, cents=cents)
     reason = event.failure_reason or event.status
+    case.legal.made_at = None  # refused in the end: not a refund
     await case.record("refund_failed", {"refund_id": result.refund_id, "reason": reason})
     return RefundResult(settled=False, failed_reason=reason, refund_id=result.refund_id,
                         card_closed=reason in CARD_CLOSED_REASONS, cents=cents)
@@ -182,6 +189,7 @@ async def credit_wallet(case, key: str, cents: int, reason: str) -> bool:
             return False
         raise
     case.commit("money was credited to the wallet")
+    case.legal.made(case)
     case.state.wallet_credited_cents += cents
     await case.record("wallet_credited", {"amount_cents": cents, "reason": reason})
     return True

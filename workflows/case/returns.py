@@ -1,8 +1,11 @@
 """The return of the item: the seller issues a prepaid label (1 business day; "label missing" reports
 re-notify, the second escalates), the customer ships within 14 days (or the case expires), the parcel
-travels (carrier events, the seller's receipt, or care) for at most 10 days before care is told."""
+travels (carrier events, the seller's receipt, or care) for at most 10 days before care is told.
+A withdrawal's first proof of shipment or receipt fixes the law's refund deadline (legal_refund.py):
+reached while the parcel still travels, the refund goes out without waiting for it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from workflows.case.base import Msg
@@ -11,8 +14,14 @@ from workflows.common import fmt
 from domain.models import Outcome, Role, Stage
 
 
-async def return_item(case, seller_pays_label: bool) -> datetime | None:
-    """When the item came back; None when the return expired (the case is then closed)."""
+@dataclass
+class Returned:
+    at: datetime | None  # when the item came back; None: the law's refund deadline came first
+
+
+async def return_item(case, seller_pays_label: bool) -> Returned | None:
+    """The item came back (or the law's refund deadline came first); None when the return expired
+    (the case is then closed)."""
     order_id = case.inp.order.order_id
     cost = "at your cost (the reason is a defect)" if seller_pays_label else "at the customer's cost"
 
@@ -47,13 +56,17 @@ async def return_item(case, seller_pays_label: bool) -> datetime | None:
                                    "has expired. Contact customer care if you shipped it.")
         await case.close(Outcome.expired, "The item was not shipped back within the return period.")
         return None
+    case.legal.arm(case)
     if case.received is None:
         shipment = case.shipment
         if shipment is not None and shipment.tracking_number not in case.state.tracking_numbers:
             case.state.tracking_numbers.append(shipment.tracking_number)
         detail = ({"carrier": shipment.carrier, "tracking_number": shipment.tracking_number} if shipment
                   else {"reported_by": "carrier", "tracking_number": label.tracking_number})
-        await case.wait_in(Stage.in_transit, lambda: case.received is not None, event="return_shipped", detail=detail)
+        await case.wait_in(Stage.in_transit, lambda: case.received is not None or case.legal.refund_now(case),
+                           event="return_shipped", detail=detail)
+        if case.received is None:
+            return Returned(None)
     by, at = case.received
     await case.record("return_received", {"confirmed_by": by}, with_next=True)
-    return at
+    return Returned(at)

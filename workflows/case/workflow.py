@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import search_attributes as sa
     from workflows.case import cancellation, claim, refund
+    from workflows.case.legal_refund import LegalRefund
     from workflows.case.base import (
         ALLOWED_DECISIONS,
         FORBIDDEN,
@@ -92,9 +93,12 @@ class CaseWorkflow:
         self.label: LabelRequest | None = None
         self.label_missing_reports = 0
         self.shipment: ShipmentRequest | None = None
+        self.shipment_at: datetime | None = None  # the first proof of shipment (customer's or carrier's)
         self.parcel_seen_by_carrier = False
         self.received: tuple[str, datetime] | None = None  # (by whom, when) the return arrived
         self.activated = False
+        self.activated_at: datetime | None = None
+        self.legal = LegalRefund()  # withdrawals: the law's refund deadline (legal_refund.py)
         self.outbound: ShipmentRequest | None = None
         self.outbound_delivered = False
         self.impossible: SimpleAction | None = None
@@ -124,6 +128,7 @@ class CaseWorkflow:
             except Interrupted:
                 stop, self.stop = self.stop, None
                 step = (lambda s=stop: self._apply_stop(s))
+        self.legal.stop()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
 
@@ -151,16 +156,19 @@ class CaseWorkflow:
     # ================================================================ waiting stages
     async def wait_in(self, stage: Stage, done: Callable[[], bool], *, event: str, since: datetime | None = None,
                       detail: dict | None = None, ask: MsgAt | None = None, remind: MsgAt | None = None,
-                      reconcile: Callable[[], Awaitable[None]] | None = None) -> bool:
+                      reconcile: Callable[[], Awaitable[None]] | None = None,
+                      not_after: datetime | None = None) -> bool:
         """Enters a waiting stage (owner, deadline and timeout action from the stage table) and waits
         until `done()`. True when done; False only for stages whose deadline expires the case or acts on
         the seller's behalf. A stop raises Interrupted. Escalations and care's decisions (extend, mark
         received / settled) happen in here; `ask` is sent on entering, `remind` before the deadline;
-        `reconcile` (look the outside world up) runs when the deadline passes, then periodically."""
+        `reconcile` (look the outside world up) runs when the deadline passes, then periodically;
+        `not_after` caps the deadline (the law's refund deadline caps the seller's activation)."""
         rule = STAGES[stage]
         policy = self.inp.policy
         self.waiting_in = stage
-        self.deadline.set(rule.deadline(policy, since or workflow.now(), self.inp.kind))
+        at = rule.deadline(policy, since or workflow.now(), self.inp.kind)
+        self.deadline.set(min(at, not_after) if not_after is not None else at)
         await self.transition(stage, event, waiting_for=rule.owner, deadline=self.deadline.at,
                               deadline_name=rule.deadline_name, detail=detail)
         if ask is not None:
@@ -280,6 +288,7 @@ class CaseWorkflow:
         # The return parcel: the carrier has it (even if the customer never clicked "shipped").
         if ev.status in ("in_transit", "delivered"):
             self.parcel_seen_by_carrier = True
+            self.shipment_at = self.shipment_at or workflow.now()
             self.commit("the parcel is with the carrier")
         if ev.status == "delivered" and self.received is None:
             self.received = ("carrier", workflow.now())
@@ -376,6 +385,7 @@ class CaseWorkflow:
     async def report_shipment(self, req: ShipmentRequest) -> ActionAnswer:
         def apply():
             self.shipment = req
+            self.shipment_at = self.shipment_at or workflow.now()
             self.commit("the item was shipped back")
         return await self._act("shipment", apply)
 
@@ -396,7 +406,9 @@ class CaseWorkflow:
 
     @workflow.update
     async def activate_refund(self, req: SimpleAction) -> ActionAnswer:
-        return await self._act("activation", lambda: setattr(self, "activated", True))
+        def apply():
+            self.activated, self.activated_at = True, workflow.now()
+        return await self._act("activation", apply)
 
     @activate_refund.validator
     def _validate_activation(self, req: SimpleAction) -> None:
@@ -534,12 +546,18 @@ class CaseWorkflow:
             sa.ESCALATED.value_set(s.escalated),
             sa.REFUND_CENTS.value_set(s.refund_cents),
             sa.NEXT_DEADLINE.value_set(s.deadline) if s.deadline else sa.NEXT_DEADLINE.value_unset(),
+            *([sa.LEGAL_REFUND_DUE.value_set(s.legal_refund_due)] if s.legal_refund_due else []),
         ])
         lines = [f"**{KIND_TITLES[s.kind]}** · order `{s.order_id}` · seller `{s.seller_id}`",
                  f"- stage: **{s.stage.value}**" + (f" ({s.outcome.value})" if s.outcome else ""),
                  f"- waiting for: {s.waiting_for}"]
         if s.deadline:
             lines.append(f"- deadline: {fmt(s.deadline)} Europe/Paris")
+        if s.legal_refund_due:
+            lines.append(f"- legal refund due: {fmt(s.legal_refund_due)} Europe/Paris (L221-24)")
+        if s.late_refund:
+            lines.append(f"- refunded {s.late_refund.days_late} days late ({s.late_refund.late_party}): "
+                         f"increase {euros(s.late_refund.increase_cents, s.currency)}")
         if s.escalated:
             lines.append(f"- escalated: {s.escalation_reason}")
         if s.refund_cents:

@@ -1,0 +1,148 @@
+"""The law's refund deadline of a withdrawal (domain/legal.py, workflows/case/legal_refund.py) on the
+time-skipping server: the real timers fire the pre-due escalation and the marketplace's refund at
+their instants, and a refund made late anyway credits the L242-4 increase once."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from domain import calendar
+from domain.models import CaseKind, Outcome, SimpleAction, Stage
+from domain.policy import Policy
+from tests.helpers.cases import (
+    deliver,
+    issue_label,
+    jump_to,
+    mail_with,
+    open_case,
+    paris,
+    refunds_at_gateway,
+    seller,
+    settle_refund,
+    ship,
+    state,
+    timeline,
+    wait_for,
+    wait_stage,
+)
+from tests.helpers.data import order_total
+from workflows import search_attributes as sa
+from workflows.case import CaseWorkflow
+
+CARE = "care@marketplace.example"
+ITEMS, DELIVERY = 24900, 599  # the test order (tests/helpers/data.py)
+
+
+async def _withdrawal_shipped_on(ts_env, pool, task_queue, party, day: int, policy: Policy | None = None):
+    """A withdrawal opened today (day 0), label at once, the customer ships on `day`."""
+    day0 = calendar.paris_day(await ts_env.get_current_time())
+    handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal, policy=policy)
+    await wait_stage(handle, Stage.awaiting_return_label)
+    await issue_label(handle, party)
+    await wait_stage(handle, Stage.awaiting_shipment)
+    await jump_to(ts_env, paris(day0 + timedelta(days=day)))
+    assert (await ship(handle, party)).stage == Stage.in_transit
+    return handle, order_id, day0
+
+
+async def _refund_requested_at(pool, case_id: str):
+    return await pool.fetchval("SELECT at FROM case_timeline WHERE case_id = $1 AND event = 'refund_requested'",
+                               case_id)
+
+
+async def test_shipped_on_day_13_the_marketplace_refunds_on_day_14_with_the_parcel_in_transit(
+        ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
+    handle, order_id, day0 = await _withdrawal_shipped_on(ts_env, pool, task_queue, party, 13)
+    due = calendar.end_of_paris_day(day0 + timedelta(days=14))
+    # Known at the shipment; the pre-due escalation instant (day 12) is already past: escalated at once.
+    s = await wait_for(handle, lambda s: s.legal_refund_due is not None and s.escalated)
+    assert s.legal_refund_due == due and s.deadlines["legal_refund"] == due
+    assert "legal refund deadline" in s.escalation_reason
+    assert await mail_with(mail_sink, CARE, "escalated")
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.LEGAL_REFUND_DUE) == due
+    act_at = due - timedelta(hours=12)  # legal_refund_margin_hours: the refund is made on the due day
+    await jump_to(ts_env, act_at - timedelta(minutes=5))
+    assert (await state(handle)).stage == Stage.in_transit
+    assert await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}") == []
+    await jump_to(ts_env, act_at + timedelta(minutes=1))
+    await wait_stage(handle, Stage.awaiting_bank_settlement)
+    requested = await _refund_requested_at(pool, handle.id)
+    assert act_at <= requested <= act_at + timedelta(minutes=1)
+    assert calendar.paris_day(requested) == calendar.paris_day(due)  # made by day 14
+    assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
+    await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
+    final = await handle.result()
+    assert (final.outcome, final.refunded_cents, final.late_refund) == (Outcome.refunded, order_total(), None)
+    events = await timeline(pool, handle.id)
+    assert "legal_refund_due_reached" in events and "return_received" not in events
+    assert "late_refund_increase_credited" not in events
+    assert await pool.fetchval("SELECT count(*) FROM order_ledger WHERE order_id = $1 AND kind = 'late_increase'",
+                               order_id) == 0
+
+
+async def test_the_pre_due_escalation_and_the_refund_on_the_sellers_behalf_fire_at_their_instants(
+        ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
+    # The parcel travels long (transit deadline beyond the law's): only the legal timer acts.
+    handle, order_id, day0 = await _withdrawal_shipped_on(ts_env, pool, task_queue, party, 1,
+                                                          Policy(return_transit_days=30))
+    due = calendar.end_of_paris_day(day0 + timedelta(days=14))  # request + 14 days (shipment on day 1)
+    s = await wait_for(handle, lambda s: s.legal_refund_due is not None)
+    assert s.legal_refund_due == due and not s.escalated
+    warn_at = due - timedelta(days=2)
+    await jump_to(ts_env, warn_at - timedelta(minutes=1))
+    assert not (await state(handle)).escalated
+    await jump_to(ts_env, warn_at + timedelta(minutes=1))
+    s = await wait_for(handle, lambda s: s.escalated)
+    assert "legal refund deadline" in s.escalation_reason and s.stage == Stage.in_transit
+    act_at = due - timedelta(hours=12)
+    await jump_to(ts_env, act_at - timedelta(minutes=1))
+    assert (await state(handle)).stage == Stage.in_transit
+    await jump_to(ts_env, act_at + timedelta(minutes=1))
+    await wait_stage(handle, Stage.awaiting_bank_settlement)
+    assert act_at <= await _refund_requested_at(pool, handle.id) <= act_at + timedelta(minutes=1)
+    # The parcel arriving afterwards changes nothing: one refund.
+    await deliver(ts_env, handle)
+    await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
+    assert (await handle.result()).outcome == Outcome.refunded
+    assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
+
+
+async def test_a_seller_activating_late_owes_the_increase_credited_once(
+        ts_env, pool, case_worker, gateway_sandbox, mail_sink, party, task_queue):
+    # Both switches off: the marketplace never steps in, so the seller's lateness reaches the customer.
+    policy = Policy(marketplace_refunds_on_seller_behalf=False, marketplace_refunds_at_legal_due=False)
+    handle, order_id, day0 = await _withdrawal_shipped_on(ts_env, pool, task_queue, party, 13, policy)
+    due = calendar.end_of_paris_day(day0 + timedelta(days=14))
+    await jump_to(ts_env, paris(day0 + timedelta(days=16)))
+    assert (await state(handle)).stage == Stage.in_transit  # the switch is off: no refund in transit
+    await deliver(ts_env, handle)
+    s = await wait_stage(handle, Stage.awaiting_refund_activation)
+    # The seller's deadline never lies beyond the law's: it is already over, escalated at once.
+    assert s.deadlines["refund_activation"] == due - timedelta(hours=12)
+    await wait_for(handle, lambda s: "did not activate" in (s.escalation_reason or ""))
+    await jump_to(ts_env, paris(day0 + timedelta(days=17)))
+    await handle.execute_update(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)))
+    await wait_stage(handle, Stage.awaiting_bank_settlement)
+    await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
+    final = await handle.result()
+    assert final.outcome == Outcome.refunded and final.refunded_cents == order_total()
+    late = final.late_refund
+    assert (late.days_late, late.late_party, late.due) == (3, "seller", due)
+    # Up to 10 days late: the legal interest rate of the due date's half-year, once, on all that was paid.
+    rate = Decimal(Policy().legal_interest_rates.get(
+        f"{due.year}-H{1 if due.month <= 6 else 2}", max(Policy().legal_interest_rates.items())[1]))
+    expected = int((Decimal(order_total()) * rate / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    assert late.increase_cents == expected > 0 and late.percent == str(rate)
+    rows = await pool.fetch("SELECT * FROM wallet_entries WHERE case_id = $1", handle.id)
+    assert [(r["kind"], r["amount_cents"], r["idempotency_key"]) for r in rows] == [
+        ("credit", expected, f"{handle.id}:late-increase")]
+    ledger_rows = await pool.fetch("SELECT kind, amount_cents FROM order_ledger WHERE order_id = $1 ORDER BY entry_id",
+                                   order_id)
+    assert [(r["kind"], r["amount_cents"]) for r in ledger_rows] == [("card_refund", order_total()),
+                                                                      ("late_increase", expected)]
+    [mail] = await mail_with(mail_sink, party["customer_email"], "3 days late")
+    assert "L242-4" in mail["body"] and f"{expected / 100:.2f}" in mail["body"]
+    detail = await pool.fetchval(
+        "SELECT detail FROM case_timeline WHERE case_id = $1 AND event = 'late_refund_increase_credited'", handle.id)
+    assert detail["late_party"] == "seller" and detail["days_late"] == 3
