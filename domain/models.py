@@ -119,6 +119,9 @@ class CaseInput(BaseModel):
     policy: Policy
     category: DefectCategory | None = None
     description: str | None = None
+    # Warranty claims: the commercial warranty (12 months), then the legal conformity guarantee
+    # (24 months: the customer shows the defect, description and photos; domain/legal.py).
+    basis: Literal["commercial_warranty", "legal_guarantee"] | None = None
 
 
 class CancellationDecision(StrEnum):

@@ -28,6 +28,7 @@ from domain.models import (
     Stage,
 )
 from activities import ledger
+from domain import legal
 from domain.policy import Policy
 from workflows import search_attributes as sa
 from workflows.case import FORBIDDEN, INVALID, KIND_TITLES, WRONG_STAGE, CaseWorkflow
@@ -107,11 +108,11 @@ class CaseService:
         if existing is not None:
             return await self._ensure_started(existing), False
         now = now or datetime.now(timezone.utc)
-        self.check_opening(order, kind, now, category, description)
+        basis = self.check_opening(order, kind, now, category, description)
         await self.check_money_left(order, kind, now)
         case_id = f"case_{secrets.token_hex(6)}"
         inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=now, opened_by=actor,
-                        policy=self.policy, category=category, description=description)
+                        policy=self.policy, category=category, description=description, basis=basis)
         state = CaseState(case_id=case_id, kind=kind, order_id=order_id, customer_id=order.customer_id,
                           seller_id=order.seller_id, currency=order.currency)
         try:
@@ -146,10 +147,12 @@ class CaseService:
                       field="kind", reason="already_refunded", still_possible=possible)
 
     def check_opening(self, order: Order, kind: CaseKind, now: datetime, category=None,
-                      description: str | None = None) -> None:
+                      description: str | None = None) -> str | None:
         """Which kinds the order allows now (docs/rules.md, section 1). A refusal names the reason, the date
         the window closed and what is still possible. Cancellations are decided by the workflow itself
-        (it must compare-and-set the order status), so only an already cancelled order is refused here."""
+        (it must compare-and-set the order status), so only an already cancelled order is refused here.
+        Returns a warranty claim's basis: the commercial warranty (12 months), then the legal
+        conformity guarantee (24 months, domain/legal.py), under which the customer shows the defect."""
         p = self.policy
         if kind == CaseKind.cancellation:
             if order.status == OrderStatus.cancelled:
@@ -162,26 +165,41 @@ class CaseService:
         delivered = order.delivered_at
         withdrawal_end = p.withdrawal_window_end(delivered)
         warranty_end = p.warranty_end(delivered)
+        guarantee_end = legal.legal_guarantee_end(delivered, p.legal_guarantee_months)
         possible = [k for k, ok in (("defect", now <= p.defect_window_end(delivered)),
                                     ("withdrawal", now <= withdrawal_end),
-                                    ("warranty", withdrawal_end < now <= warranty_end)) if ok]
+                                    ("warranty", withdrawal_end < now <= guarantee_end)) if ok]
         window_end = {CaseKind.defect: p.defect_window_end(delivered), CaseKind.withdrawal: withdrawal_end,
-                      CaseKind.warranty: warranty_end}[kind]
+                      CaseKind.warranty: guarantee_end}[kind]
         if kind == CaseKind.warranty and now <= withdrawal_end:
             raise Invalid("the warranty starts after the withdrawal period: return the item instead",
                           field="kind", reason="withdrawal_still_open", still_possible=possible,
                           window_opens_after=withdrawal_end.isoformat())
         if now > window_end:
-            note = (" The legal conformity guarantee (24 months) may still apply: contact customer care."
-                    if kind == CaseKind.warranty else "")
+            note = ""
+            if "warranty" in possible:
+                under = ("the commercial warranty" if now <= warranty_end else "the legal conformity guarantee")
+                note = (f" A warranty claim is still possible under {under} until "
+                        f"{(warranty_end if now <= warranty_end else guarantee_end).isoformat()}.")
+            elif kind == CaseKind.warranty:
+                note = " The legal conformity guarantee (24 months after delivery) has ended too."
             raise Invalid(f"the {kind.value} window closed on {window_end.isoformat()}.{note}", field="kind",
                           reason=f"{kind.value}_window_closed", closed_at=window_end.isoformat(),
                           still_possible=possible)
-        if kind == CaseKind.defect:
-            if category is None:
-                raise Invalid("a defect claim needs a category", field="category", reason="missing")
-            if not description or len(description.strip()) < 15 or " " not in description.strip():
-                raise Invalid("describe the defect in at least a sentence", field="description", reason="too_short")
+        basis = None
+        if kind == CaseKind.warranty:
+            basis = "commercial_warranty" if now <= warranty_end else "legal_guarantee"
+        # A defect claim, and a claim no longer presumed to be a defect at delivery (used goods, after
+        # 12 months: the customer shows it), need a description (and photos, asked by the case).
+        needs_evidence = kind == CaseKind.defect or (
+            kind == CaseKind.warranty and not legal.used_goods_defect_presumed(delivered, now))
+        if kind == CaseKind.defect and category is None:
+            raise Invalid("a defect claim needs a category", field="category", reason="missing")
+        if needs_evidence and (not description or len(description.strip()) < 15 or " " not in description.strip()):
+            raise Invalid("describe the defect in at least a sentence" + (
+                "" if kind == CaseKind.defect else ": after 12 months the legal conformity guarantee asks you to "
+                "show it (a description, then photos)"), field="description", reason="too_short")
+        return basis
 
     async def _open_case_row(self, order_id: str):
         return await self.pool.fetchrow(

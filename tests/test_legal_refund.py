@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
+
 from domain import calendar
 from domain.models import CaseKind, Outcome, SimpleAction, Stage
 from domain.policy import Policy
@@ -25,9 +27,11 @@ from tests.helpers.cases import (
     wait_for,
     wait_stage,
 )
+from starter.service import CaseService
 from tests.helpers.data import order_total
 from workflows import search_attributes as sa
 from workflows.case import CaseWorkflow
+from workflows.common import fmt
 
 CARE = "care@marketplace.example"
 ITEMS, DELIVERY = 24900, 599  # the test order (tests/helpers/data.py)
@@ -61,6 +65,12 @@ async def test_shipped_on_day_13_the_marketplace_refunds_on_day_14_with_the_parc
     assert await mail_with(mail_sink, CARE, "escalated")
     described = await handle.describe()
     assert described.typed_search_attributes.get(sa.LEGAL_REFUND_DUE) == due
+    # The Temporal UI's current details (the SDK's metadata query) show it.
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert f"legal refund due: {fmt(due)} Europe/Paris" in meta.current_details
+    # The read model (what GET /v1/cases/{id} returns) has it too.
+    view = CaseService.case_view(await pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", handle.id))
+    assert view["legal_refund_due"] == due.isoformat() and view["deadlines"]["legal_refund"] == due.isoformat()
     act_at = due - timedelta(hours=12)  # legal_refund_margin_hours: the refund is made on the due day
     await jump_to(ts_env, act_at - timedelta(minutes=5))
     assert (await state(handle)).stage == Stage.in_transit
@@ -146,3 +156,20 @@ async def test_a_seller_activating_late_owes_the_increase_credited_once(
     detail = await pool.fetchval(
         "SELECT detail FROM case_timeline WHERE case_id = $1 AND event = 'late_refund_increase_credited'", handle.id)
     assert detail["late_party"] == "seller" and detail["days_late"] == 3
+
+
+async def test_a_claim_under_the_legal_guarantee_asks_for_photos_then_the_seller_repairs_or_replaces(
+        ts_env, pool, case_worker, mail_sink, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.warranty, basis="legal_guarantee",
+                                description="The battery no longer holds a charge after 14 months.")
+    await wait_stage(handle, Stage.awaiting_photos)  # no presumption after 12 months: evidence first
+    assert await mail_with(mail_sink, party["customer_email"], "Add photos")
+    await handle.signal(CaseWorkflow.attachments_added, 2)
+    await wait_stage(handle, Stage.awaiting_seller_decision)
+    [asked] = await mail_with(mail_sink, party["seller_email"], "legal conformity guarantee")
+    assert "Photos: 2" in asked["body"] and "exchange, repair" in asked["body"]
+
+
+async def test_a_commercial_warranty_claim_goes_straight_to_the_seller(ts_env, pool, case_worker, party, task_queue):
+    handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.warranty, basis="commercial_warranty")
+    await wait_stage(handle, Stage.awaiting_seller_decision)

@@ -28,7 +28,7 @@ def check(kind, delivered, now, **details):
     if kind == CaseKind.defect:
         details.setdefault("category", DefectCategory.battery)
         details.setdefault("description", DESCRIPTION)
-    SERVICE.check_opening(order(delivered=delivered), kind, now, **details)
+    return SERVICE.check_opening(order(delivered=delivered), kind, now, **details)
 
 
 def test_defect_claim_on_the_third_business_day_after_a_thursday_before_easter_monday():
@@ -57,13 +57,36 @@ def test_warranty_only_after_the_withdrawal_window_and_within_twelve_months():
     with pytest.raises(Invalid) as err:
         check(CaseKind.warranty, delivered, at(2026, 6, 20))
     assert err.value.extra["reason"] == "withdrawal_still_open"
-    check(CaseKind.warranty, delivered, at(2026, 8, 1))
-    check(CaseKind.warranty, delivered, at(2027, 6, 10, 23, 59))
+    assert check(CaseKind.warranty, delivered, at(2026, 8, 1)) == "commercial_warranty"
+    assert check(CaseKind.warranty, delivered, at(2027, 6, 10, 23, 59)) == "commercial_warranty"
+
+
+def test_after_twelve_months_the_legal_guarantee_takes_over_until_24_months_with_evidence():
+    delivered = at(2026, 6, 10)
+    # After the commercial warranty the defect of used goods is no longer presumed: a description is
+    # required (the case then asks for photos).
     with pytest.raises(Invalid) as err:
         check(CaseKind.warranty, delivered, at(2027, 6, 11, 0, 1))
+    assert err.value.extra["field"] == "description" and "legal conformity guarantee" in err.value.message
+    assert check(CaseKind.warranty, delivered, at(2027, 6, 11, 0, 1), description=DESCRIPTION) == "legal_guarantee"
+    assert check(CaseKind.warranty, delivered, at(2028, 6, 10, 23, 59), description=DESCRIPTION) == "legal_guarantee"
+    with pytest.raises(Invalid) as err:
+        check(CaseKind.warranty, delivered, at(2028, 6, 11, 0, 1), description=DESCRIPTION)
     assert err.value.extra["reason"] == "warranty_window_closed"
-    assert "legal conformity guarantee" in err.value.message
+    assert err.value.extra["closed_at"] == "2028-06-10T23:59:59+02:00"
+    assert "legal conformity guarantee (24 months after delivery) has ended" in err.value.message
     assert err.value.extra["still_possible"] == []
+
+
+def test_a_closed_window_names_the_warranty_or_the_legal_guarantee_still_open():
+    delivered = at(2026, 6, 10)
+    with pytest.raises(Invalid) as err:
+        check(CaseKind.withdrawal, delivered, at(2026, 9, 1))
+    assert "still possible under the commercial warranty until 2027-06-10T23:59:59+02:00" in err.value.message
+    with pytest.raises(Invalid) as err:
+        check(CaseKind.defect, delivered, at(2027, 9, 1))
+    assert "under the legal conformity guarantee until 2028-06-10T23:59:59+02:00" in err.value.message
+    assert "contact customer care" not in err.value.message
 
 
 def test_defect_claim_needs_category_and_a_sentence():

@@ -14,9 +14,13 @@ async def run(case) -> None:
     inp = case.inp
     if inp.kind == CaseKind.withdrawal:
         return await return_then_refund(case, "withdrawal: item returned", seller_pays_label=False)
-    if inp.kind == CaseKind.defect and not await _photos(case):
+    # A defect claim needs photos; so does a claim under the legal conformity guarantee after 12
+    # months, when the defect of used goods is no longer presumed (the customer shows it).
+    evidence = inp.kind == CaseKind.defect or inp.basis == "legal_guarantee"
+    if evidence and not await _photos(case):
         return await case.close(Outcome.expired, "No photos of the defect were added in time.")
-    what = f"{KIND_TITLES[inp.kind]} on order {inp.order.order_id}"
+    basis = " (legal conformity guarantee)" if inp.basis == "legal_guarantee" else ""
+    what = f"{KIND_TITLES[inp.kind]}{basis} on order {inp.order.order_id}"
     choices = ", ".join(sorted(ALLOWED_DECISIONS[inp.kind]))
     decision = await seller_decision(
         case, f"{inp.kind.value}.opened", what,
