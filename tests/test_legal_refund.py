@@ -3,7 +3,7 @@ time-skipping server: the real timers fire the pre-due escalation and the market
 their instants, and a refund made late anyway credits the L242-4 increase once."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -173,3 +173,25 @@ async def test_a_claim_under_the_legal_guarantee_asks_for_photos_then_the_seller
 async def test_a_commercial_warranty_claim_goes_straight_to_the_seller(ts_env, pool, case_worker, party, task_queue):
     handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.warranty, basis="commercial_warranty")
     await wait_stage(handle, Stage.awaiting_seller_decision)
+
+
+async def test_late_refunds_are_counted_by_late_party():
+    from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.metrics import count_case_event
+    from domain.models import CaseState, TimelineEvent
+
+    buffer = MetricBuffer(100)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    env = ActivityEnvironment()
+    env.metric_meter = runtime.metric_meter
+    st = CaseState(case_id="c", kind=CaseKind.withdrawal, order_id="o", customer_id="u", seller_id="s")
+    ev = TimelineEvent(case_id="c", seq=9, at=datetime.now(timezone.utc), event="late_refund_increase_credited",
+                       detail={"late_party": "seller", "increase_cents": 1706, "days_late": 3}, state=st)
+    env.run(count_case_event, ev)
+    ours = ("kind", "late_party")  # beside the SDK's own attributes (activity type, task queue...)
+    got = {(u.metric.name, tuple(sorted((k, v) for k, v in u.attributes.items() if k in ours))): u.value
+           for u in buffer.retrieve_updates()}
+    assert got == {("aftersales_late_refunds", (("kind", "withdrawal"), ("late_party", "seller"))): 1,
+                   ("aftersales_late_increase_cents", (("late_party", "seller"),)): 1706}
