@@ -42,8 +42,7 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
     order = case.inp.order
     left = order.total_cents
     if activation_from is not None:  # the seller is asked to activate the amount actually due
-        left = await workflow.execute_activity_method(CaseActivities.refundable_cents, order.order_id,
-                                                      summary="refundable remainder", **RECORD_ACTIVITY)
+        left = await case.write(CaseActivities.refundable_cents, order.order_id, "refundable remainder")
         if left <= 0:
             await case.care_decides("nothing is left to refund on this order (refunded by another case)")
             raise AssertionError("care_decides without a stage to go back to always ends in a stop")
