@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+# Every worker of the tests (also those in subprocesses) runs the strict workflow sandbox (worker.py).
+os.environ.setdefault("WORKFLOW_SANDBOX", "strict")
 
 from activities import db  # noqa: E402
 from tests.helpers.servers import (  # noqa: E402
