@@ -464,11 +464,15 @@ MATRIX = [
 
 
 def app_routes() -> set[tuple[str, str]]:
+    from fastapi import routing
+
     from config import Settings
 
     app = create_app(Settings(temporal_address="unused"))
     found = set()
-    for route in app.routes:
+    # Routes of included routers: FastAPI ≥ 0.16x keeps them behind the router (iter_route_contexts
+    # flattens them), older versions copy them into app.routes.
+    for route in getattr(routing, "iter_route_contexts", iter)(app.routes):
         methods = getattr(route, "methods", None) or {"<no method: websocket or mount>"}
         found |= {(m, route.path) for m in methods - {"HEAD"}}
     return found
