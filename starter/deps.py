@@ -34,10 +34,26 @@ async def get_actor(request: Request, authorization: Annotated[str | None, Heade
     return found
 
 
+SESSION_COOKIE = "session"  # the pages' sign-in: the same bearer token, in an HttpOnly cookie
+
+
+async def session_actor(request: Request) -> Actor | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return await actor_for_token(request.app.state.pool, token) if token else None
+
+
+async def get_actor_or_session(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """A bearer token, or else the pages' session cookie (for what a page embeds: photos)."""
+    if authorization is None and (found := await session_actor(request)) is not None:
+        return found
+    return await get_actor(request, authorization)
+
+
 Cfg = Annotated[Settings, Depends(get_settings)]
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 Svc = Annotated[CaseService, Depends(get_service)]
 Who = Annotated[Actor, Depends(get_actor)]
+WhoOrSession = Annotated[Actor, Depends(get_actor_or_session)]
 
 # Ids in paths: no control characters (PostgreSQL refuses NUL), so a hostile id is a 422, not a 500.
 Id = Annotated[str, PathParam(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
