@@ -10,21 +10,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import db
 from config import Settings, settings
 from domain.policy import load_policy
-from starter.routes import cases, health, wallet, webhooks
+from starter.routes import cases, health, pages, wallet, webhooks
 from starter.service import CaseService, ServiceError
 
 log = logging.getLogger("api")
 
 # Every area of the API; the codec server's router (issue 16) joins this list.
-ROUTERS = [health.router, cases.router, wallet.router, webhooks.router]
+ROUTERS = [health.router, cases.router, wallet.router, webhooks.router, pages.router]
 
 JSON_BODY_LIMIT = 64 * 1024  # every JSON body of the API (webhooks included) is a few KiB
 MULTIPART_FRAMING = 1024 * 1024  # room for the multipart boundaries and headers around one photo
@@ -86,8 +88,16 @@ async def invalid_input(_: Request, e: RequestValidationError):
                     status_code=422, media_type="application/json")
 
 
-async def service_error(_: Request, e: ServiceError):
+async def service_error(request: Request, e: ServiceError):
+    if hasattr(request.state, "page"):  # met by a page: the same message, on a page
+        return await pages.page_refused(request, e)
     return JSONResponse({"error": e.message, **e.extra}, status_code=e.status)
+
+
+async def http_error(request: Request, e: StarletteHTTPException):
+    if hasattr(request.state, "page"):
+        return await pages.page_refused(request, e)
+    return await http_exception_handler(request, e)
 
 
 async def temporal_error(_: Request, e: RPCError):
@@ -116,6 +126,8 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
                        multipart_limit=policy.attachment_max_bytes + MULTIPART_FRAMING)
     app.add_exception_handler(RequestValidationError, invalid_input)
     app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(pages.PageRefused, pages.page_refused)
     app.add_exception_handler(RPCError, temporal_error)
     for router in ROUTERS:
         app.include_router(router)
