@@ -285,6 +285,12 @@ class CaseService:
                 f"SELECT * FROM cases WHERE {column} = $1 ORDER BY opened_at DESC LIMIT $2", actor.id, limit)
         return [self.case_view(r) for r in rows]
 
+    async def list_open_cases(self, seller_id: str) -> list[dict]:
+        """Every open case of a seller (their inbox), however many."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM cases WHERE seller_id = $1 AND closed_at IS NULL ORDER BY opened_at", seller_id)
+        return [self.case_view(r) for r in rows]
+
     @staticmethod
     def case_view(row) -> dict:
         state = dict(row["state"])

@@ -314,6 +314,7 @@ async def setup_photo(w: World) -> Target:
     case_id = await defect_awaiting_photos(w)
     await ok(w, CUSTOMER_A, "POST", f"/v1/cases/{case_id}/attachments", files={"file": ("screen.jpg", JPEG, "image/jpeg")})
     attachment_id = await w.pool.fetchval("SELECT attachment_id FROM attachments WHERE case_id = $1", case_id)
+    await wait_stage(w, case_id, "awaiting_seller_decision")  # the photo moved it on: settled before the row runs
 
     def check(role: str, r: httpx.Response) -> None:
         assert r.content == JPEG and r.headers["content-type"] == "image/jpeg"

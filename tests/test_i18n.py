@@ -23,7 +23,7 @@ from domain.models import (
 )
 from starter import i18n
 from starter.actions import ACTIONS
-from workflows.case.stages import Owner
+from workflows.case.stages import STAGES, Owner
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "starter" / "templates"
@@ -90,7 +90,8 @@ DYNAMIC = {  # the keys the templates build from a prefix and a value
     "decision.": [d.value for d in (*CancellationDecision, *ClaimDecision)],
     "action.": list(ACTIONS), "help.explain.": [k.value for k in CaseKind], "help.open.": [k.value for k in CaseKind],
     "lang.": list(i18n.LOCALES), "entry.": ["credit", "hold", "release", "debit"],
-    "event.": sorted(workflow_events()), "help.reason.": sorted(service_reasons() | {"other"}),
+    "event.": sorted(workflow_events()),
+    "escalation.": [stage.value for stage, rule in STAGES.items() if rule.escalation], "help.reason.": sorted(service_reasons() | {"other"}),
 }
 
 

@@ -298,3 +298,26 @@ async def test_photos_are_served_to_the_cases_parties_with_their_type_and_nosnif
     assert (await other.get(f"/v1/attachments/{attachment_id}")).status_code == 403
     await customer.aclose()
     await other.aclose()
+
+
+async def test_inbox_lists_open_cases_by_deadline_overdue_first(stack, pool):
+    party = await make_party(pool)
+    customer = await browser_like(stack, party["customer_token"])
+    seller = await browser_like(stack, party["seller_token"])
+    later, overdue, sooner = [await open_withdrawal(customer, pool, party) for _ in range(3)]
+    shipped = await make_order(pool, party, "shipped")
+    r = await customer.post(f"/orders/{shipped}/help", data={"kind": "cancellation", "csrf": customer.csrf})
+    closed = r.headers["location"].rsplit("/", 1)[-1]
+    await wait_stage(pool, closed, "closed")
+    now = datetime.now(timezone.utc)
+    # The cases wait for the label: nothing rewrites their read model meanwhile, so their deadlines can be set.
+    for case_id, deadline in ((later, now + timedelta(days=2)), (overdue, now - timedelta(hours=1)),
+                              (sooner, now + timedelta(days=1))):
+        await pool.execute("UPDATE cases SET state = jsonb_set(state, '{deadline}', to_jsonb($2::text)) "
+                           "WHERE case_id = $1", case_id, deadline.isoformat())
+    page = (await seller.get("/inbox")).text
+    assert re.findall(r'data-case="([^"]+)"', page) == [overdue, sooner, later]  # the closed case is not there
+    overdue_row = re.search(rf'<tr class="([^"]*)" data-case="{overdue}"', page)
+    assert overdue_row.group(1) == "overdue" and page.count('<tr class="overdue"') == 1
+    await customer.aclose()
+    await seller.aclose()

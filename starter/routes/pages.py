@@ -29,6 +29,7 @@ from starter.deps import SESSION_COOKIE, Cfg, Id, Pool, Svc, session_actor
 from starter.schemas import HelpRequest, PayoutBody
 from starter.service import PHOTO_STAGES, ServiceError, add_attachment
 from starter.wallet import request_payout, wallet_view
+from workflows.case.stages import STAGES
 
 router = APIRouter(include_in_schema=False)  # pages are not part of the JSON API's schema
 
@@ -69,7 +70,7 @@ class Page:
         html = templates.get_template(template).render(
             p=self, who=self.who, t=self.t, t_or=self.t_or, csrf=self.csrf, locale=self.locale,
             money=lambda cents, currency="EUR": i18n.money(cents, currency, self.locale),
-            when=lambda moment: i18n.when(moment, self.locale), day=lambda moment: i18n.day(moment, self.locale),
+            when=lambda moment: i18n.when(moment, self.locale), said=lambda event: said(self, event), day=lambda moment: i18n.day(moment, self.locale),
             **context)
         return self.finish(HTMLResponse(html, status_code=status))
 
@@ -138,6 +139,21 @@ async def page_refused(request: Request, e: Exception):
     status = getattr(e, "status", None) or getattr(e, "status_code", 400)
     message = getattr(e, "message", None) or getattr(e, "detail", None) or str(e)
     return page.error(status, str(message))
+
+
+# Timeline details people wrote (the rest is the workflow's own wording, shown by the event's label).
+WRITTEN_BY_PEOPLE = {"care_decided": "reason", "deadline_extended": "reason", "seller_decided": "reason",
+                     "offer_answered": "note", "stopped": "reason"}
+ESCALATIONS = {rule.escalation: stage.value for stage, rule in STAGES.items() if rule.escalation}
+
+
+def said(p: "Page", event: dict) -> str:
+    """What a timeline line adds to its label: people's words, or a known escalation reason, translated."""
+    detail = event["detail"]
+    if event["event"] == "escalated" and detail.get("reason") in ESCALATIONS:
+        return p.t(f"escalation.{ESCALATIONS[detail['reason']]}")
+    field_name = WRITTEN_BY_PEOPLE.get(event["event"])
+    return str(detail.get(field_name) or "") if field_name else ""
 
 
 def validation_message(e: ValidationError) -> str:
@@ -245,7 +261,10 @@ async def _case_context(p: Page, svc, case_id: str) -> dict:
                  else [ClaimDecision.exchange.value, ClaimDecision.repair.value] if kind == CaseKind.warranty
                  else [d.value for d in ClaimDecision])
     deadline = case.get("deadline")
-    return {"case": case, "actions": offered(p.who.role, case["stage"]), "decisions": decisions,
+    reason = case.get("escalation_reason")
+    # The stage table's escalation texts are known: translated; anything else (care's lead...) as written.
+    escalation = (p.t(f"escalation.{ESCALATIONS[reason]}") if reason in ESCALATIONS else reason) or ""
+    return {"case": case, "escalation": escalation, "actions": offered(p.who.role, case["stage"]), "decisions": decisions,
             "resolutions": [r.value for r in CareResolution],
             "photos_open": (p.who.role == Role.customer and kind == CaseKind.defect
                             and case["stage"] in PHOTO_STAGES),
@@ -358,7 +377,7 @@ def _by_deadline(cases: list[dict]) -> list[dict]:
 @router.get("/inbox")
 async def inbox_page(p: P, svc: Svc):
     role_only(p, Role.seller)
-    return p.render("inbox.html", cases=_by_deadline(await svc.list_cases(p.who, limit=500)))
+    return p.render("inbox.html", cases=_by_deadline(await svc.list_open_cases(p.who.id)))
 
 
 @router.get("/queue")
