@@ -246,6 +246,7 @@ class CaseService:
         if not may_see(actor, row["customer_id"], row["seller_id"]):
             raise Forbidden("this case is not yours")
         view = self.case_view(row)
+        view["category"], view["description"] = row["input"].get("category"), row["input"].get("description")
         view["attachments"] = await list_attachments(self.pool, case_id)
         view["timeline"] = [
             {"seq": t["seq"], "at": t["at"].isoformat(), "event": t["event"], "detail": t["detail"]}

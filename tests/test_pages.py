@@ -90,11 +90,26 @@ async def test_sign_in_sets_an_httponly_lax_session_cookie_and_refuses_bad_token
     await client.aclose()
 
 
+async def test_over_https_the_session_and_csrf_cookies_are_secure(pool, test_settings):
+    from starter.api import create_app
+
+    party = await make_party(pool)
+    app = create_app(test_settings)
+    app.state.pool = pool  # sign-in reads only the tokens (no lifespan under ASGITransport)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://pages.example") as client:
+        r = await client.get("/sign-in")
+        assert "Secure" in r.headers["set-cookie"] and "SameSite=strict" in r.headers["set-cookie"]
+        r = await client.post("/sign-in", data={"token": party["customer_token"], "csrf": r.cookies["csrf"]})
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("session="))
+        assert r.status_code == 303 and "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
 async def test_a_form_without_its_csrf_token_changes_nothing(stack, pool):
     party = await make_party(pool)
     customer = await browser_like(stack, party["customer_token"])
     order_id = await make_order(pool, party, "delivered", delivered_at=datetime.now(timezone.utc))
-    for data in ({"kind": "withdrawal"}, {"kind": "withdrawal", "csrf": "forged-" + customer.csrf}):
+    for data in ({"kind": "withdrawal"}, {"kind": "withdrawal", "csrf": "forged-" + customer.csrf},
+                 {"kind": "withdrawal", "csrf": "é" + customer.csrf[1:]}, {"kind": "withdrawal", "csrf": ""}):
         r = await customer.post(f"/orders/{order_id}/help", data=data)
         assert r.status_code == 403 and "CSRF" in text(r)
     assert await pool.fetchval("SELECT count(*) FROM cases WHERE order_id = $1", order_id) == 0
@@ -229,6 +244,15 @@ async def test_a_refused_action_shows_the_apis_message_on_the_page(stack, pool):
                             data={"csrf": customer.csrf, "carrier": "Colissimo", "tracking_number": "RET12345",
                                   "label_url": "https://labels.example/r.pdf"})
     assert r.status_code == 403 and "only the seller issues return labels" in text(r)
+    # Hostile input is a 422 naming the field, never a 500.
+    r = await customer.post(f"/cases/{case_id}/do/withdraw", data={"csrf": customer.csrf, "note": "nul\x00byte"})
+    assert r.status_code == 422 and "note" in text(r)
+    for amount in ("nan", "inf", "1e999999", "douze"):
+        r = await customer.post("/wallet/payouts", data={"csrf": customer.csrf, "amount": amount,
+                                                         "account_holder": "Test Customer", "iban": "FR1420041010050500013M02606"})
+        assert r.status_code == 422 and "amount_cents" in text(r), (amount, r.status_code)
+    r = await seller.post(f"/cases/{case_id}/do/no-such-action", data={"csrf": seller.csrf})
+    assert r.status_code == 404
     assert await pool.fetchval("SELECT stage FROM cases WHERE case_id = $1", case_id) == "awaiting_return_label"
     await customer.aclose()
     await seller.aclose()

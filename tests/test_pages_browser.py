@@ -202,3 +202,38 @@ async def test_another_customers_case_page_is_403_and_a_form_without_csrf_is_ref
     assert await pool.fetchval("SELECT last_seq FROM cases WHERE case_id = $1", case_id) == before
     await a_ctx.close()
     await b_ctx.close()
+
+
+async def test_defect_photos_show_as_thumbnails_to_the_seller(browser, stack, pool):
+    import io
+
+    from PIL import Image
+
+    party = await make_party(pool)
+    order_id = await make_order(pool, party, "delivered", delivered_at=datetime.now(timezone.utc))
+    customer_ctx, customer = await signed_in(browser, stack, party["customer_token"])
+    await customer.goto(f"/orders/{order_id}/help")
+    await customer.select_option("#kind-defect select[name=category]", "screen")
+    await customer.fill("#kind-defect textarea[name=description]", "L'écran clignote puis devient noir.")
+    await submit(customer, "#kind-defect form")
+    await expect(customer.locator(STAGE)).to_have_attribute("data-stage", "awaiting_photos", timeout=15000)
+    photo = io.BytesIO()
+    Image.new("RGB", (1200, 900), (30, 90, 200)).save(photo, "PNG")
+    await customer.set_input_files("form[data-action=photos] input[type=file]",
+                                   {"name": "ecran.png", "mimeType": "image/png", "buffer": photo.getvalue()})
+    await submit(customer, "form[data-action=photos]")
+    await expect(customer.locator(STAGE)).to_have_attribute("data-stage", "awaiting_seller_decision", timeout=15000)
+
+    seller_ctx, seller = await signed_in(browser, stack, party["seller_token"])
+    case_id = customer.url.rsplit("/", 1)[-1]
+    await seller.goto(f"/cases/{case_id}")
+    await expect(seller.locator(".defect")).to_contain_text("Écran — L'écran clignote puis devient noir.")
+    thumbnail = seller.locator(".photos img")
+    await expect(thumbnail).to_have_count(1)
+    # Loaded through the page's session cookie, under the page's Content-Security-Policy: the thumbnail itself.
+    await seller.wait_for_function("document.querySelector('.photos img').naturalWidth === 320")
+    assert await thumbnail.evaluate("img => img.naturalHeight") == 240
+    await expect(seller.locator("form[data-action=decision] select[name=decision] option")).to_have_count(4)
+    await shot(seller, "case-seller-defect")
+    await customer_ctx.close()
+    await seller_ctx.close()

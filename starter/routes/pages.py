@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -57,7 +57,6 @@ class Page:
     locale: str
     csrf: str
     new_csrf: bool = False
-    extra: dict = field(default_factory=dict)
 
     def t(self, key: str, **params) -> str:
         return i18n.translate(key, self.locale, **params)
@@ -70,7 +69,8 @@ class Page:
         html = templates.get_template(template).render(
             p=self, who=self.who, t=self.t, t_or=self.t_or, csrf=self.csrf, locale=self.locale,
             money=lambda cents, currency="EUR": i18n.money(cents, currency, self.locale),
-            when=lambda moment: i18n.when(moment, self.locale), said=lambda event: said(self, event), day=lambda moment: i18n.day(moment, self.locale),
+            when=lambda moment: i18n.when(moment, self.locale), day=lambda moment: i18n.day(moment, self.locale),
+            said=lambda event: said(self, event),
             **context)
         return self.finish(HTMLResponse(html, status_code=status))
 
@@ -91,7 +91,8 @@ class Page:
         """The posted form's fields, once its CSRF token matched the cookie's; 403 otherwise."""
         form = await self.request.form()
         sent, expected = form.get(CSRF_FIELD), self.request.cookies.get(CSRF_COOKIE)
-        if not (isinstance(sent, str) and expected and hmac.compare_digest(sent, expected)):
+        # Compared as bytes: compare_digest refuses non-ASCII text (a hostile token must be a 403, not a 500).
+        if not (isinstance(sent, str) and expected and hmac.compare_digest(sent.encode(), expected.encode())):
             raise PageRefused(403, self.t("error.csrf"))
         return {k: v for k, v in form.items() if k != CSRF_FIELD}
 
@@ -102,10 +103,13 @@ class PageRefused(Exception):
         self.status, self.message = status, message
 
 
+PARTY_TABLES = {Role.customer: ("customers", "customer_id"), Role.seller: ("sellers", "seller_id")}
+
+
 async def locale_of(pool, who: Actor | None, request: Request) -> str:
     """The customer's or seller's stored language; care (and a visitor) keep theirs in a cookie."""
-    if who is not None and who.role in (Role.customer, Role.seller):
-        table, column = ("customers", "customer_id") if who.role == Role.customer else ("sellers", "seller_id")
+    if who is not None and who.role in PARTY_TABLES:
+        table, column = PARTY_TABLES[who.role]
         return i18n.locale_or_default(await pool.fetchval(f"SELECT locale FROM {table} WHERE {column} = $1", who.id))
     return i18n.locale_or_default(request.cookies.get("lang"))
 
@@ -207,8 +211,8 @@ async def set_locale(p: Visitor, pool: Pool):
     back = str(form.get("back") or "/")
     back = back if back.startswith("/") and not back.startswith("//") else "/"  # never off-site
     response = p.redirect(back)
-    if p.who is not None and p.who.role in (Role.customer, Role.seller):
-        table, column = ("customers", "customer_id") if p.who.role == Role.customer else ("sellers", "seller_id")
+    if p.who is not None and p.who.role in PARTY_TABLES:
+        table, column = PARTY_TABLES[p.who.role]
         await pool.execute(f"UPDATE {table} SET locale = $1 WHERE {column} = $2", locale, p.who.id)
     else:
         response.set_cookie("lang", locale, max_age=365 * 86400, samesite="lax", path="/")
@@ -264,8 +268,8 @@ async def _case_context(p: Page, svc, case_id: str) -> dict:
     reason = case.get("escalation_reason")
     # The stage table's escalation texts are known: translated; anything else (care's lead...) as written.
     escalation = (p.t(f"escalation.{ESCALATIONS[reason]}") if reason in ESCALATIONS else reason) or ""
-    return {"case": case, "escalation": escalation, "actions": offered(p.who.role, case["stage"]), "decisions": decisions,
-            "resolutions": [r.value for r in CareResolution],
+    return {"case": case, "escalation": escalation, "actions": offered(p.who.role, case["stage"]),
+            "decisions": decisions, "resolutions": [r.value for r in CareResolution],
             "photos_open": (p.who.role == Role.customer and kind == CaseKind.defect
                             and case["stage"] in PHOTO_STAGES),
             "overdue": bool(deadline and datetime.fromisoformat(deadline) < datetime.now(timezone.utc))}
@@ -286,13 +290,20 @@ async def case_live(case_id: Id, p: P, svc: Svc):
     return p.render("_live.html", **await _case_context(p, svc, case_id))
 
 
+def _cents(text):
+    """Euros as typed ("20,50", "20.5") in cents; anything else as it came, for the body's validation
+    to name the field."""
+    try:
+        value = Decimal(text.strip().replace(",", "."))
+    except (AttributeError, InvalidOperation):
+        return text
+    return int(value * 100) if value.is_finite() and abs(value) < 10**9 else text
+
+
 def _action_fields(name: str, form: dict) -> dict:
     fields = {k: v for k, v in form.items() if v != ""}
-    if name == "decision" and "partial_amount" in fields:  # the page asks for euros ("20,50"), the API cents
-        try:
-            fields["partial_amount_cents"] = int(Decimal(fields.pop("partial_amount").replace(",", ".")) * 100)
-        except InvalidOperation:
-            fields["partial_amount_cents"] = "not a number"
+    if name == "decision" and "partial_amount" in fields:  # the page asks for euros, the API cents
+        fields["partial_amount_cents"] = _cents(fields.pop("partial_amount"))
     return fields
 
 
@@ -347,13 +358,11 @@ async def wallet_payout(p: P, svc: Svc, s: Cfg):
     fields = {k: v for k, v in form.items() if v != "" and k != "idempotency_key"}
     try:
         if "amount" in fields:
-            fields["amount_cents"] = int(Decimal(str(fields.pop("amount")).replace(",", ".")) * 100)
+            fields["amount_cents"] = _cents(fields.pop("amount"))
         body = PayoutBody.model_validate(fields)
         # The form's own key: submitting it twice asks for one payout.
         await request_payout(svc.pool, svc.temporal, s.task_queue, svc.policy, p.who,
                              idempotency_key=str(form.get("idempotency_key") or "") or None, **body.model_dump())
-    except InvalidOperation:
-        return await _wallet(p, svc, status=422, error="amount: " + p.t("error.not_a_number"))
     except ValidationError as e:
         return await _wallet(p, svc, status=422, error=validation_message(e))
     except ServiceError as e:
