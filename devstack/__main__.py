@@ -363,6 +363,7 @@ class Stack:
  After-sales dev stack is up. State in {self._rel(self.data_dir)}/ (kept across runs). Ctrl-C stops everything.
 ----------------------------------------------------------------------------------------------
   API docs          {API_URL}/docs
+  Pages             {API_URL}/sign-in    (sign in with a demo token below; /orders/<order id>/help)
   Temporal UI       http://{HOST}:{TEMPORAL_UI_PORT}        (gRPC {HOST}:{TEMPORAL_PORT})
   Mail (sink)       http://{HOST}:{MAIL_WEB_PORT}        (SMTP {HOST}:{SMTP_PORT}, JSON /messages?to=alice@example.com)
   Gateway sandbox   {GATEWAY_URL}/_sandbox/state

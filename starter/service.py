@@ -127,6 +127,36 @@ class CaseService:
         row = await self.pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
         return await self._ensure_started(row), True
 
+    async def help_options(self, actor: Actor, order_id: str, now: datetime | None = None) -> dict:
+        """What the order's "Get help" page offers: its open case if any, and for each kind whether it
+        may be opened now, until when, or why not (the same checks as open_case, nothing opened)."""
+        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+        if row is None:
+            raise NotFound(f"order {order_id} not found")
+        order = order_from_row(row)
+        if actor.role != Role.customer or actor.id != order.customer_id:
+            raise Forbidden("you may only ask for help on your own orders")
+        now = now or datetime.now(timezone.utc)
+        p, delivered = self.policy, order.delivered_at
+        until = {CaseKind.cancellation: None, CaseKind.defect: delivered and p.defect_window_end(delivered),
+                 CaseKind.withdrawal: delivered and p.withdrawal_window_end(delivered),
+                 CaseKind.warranty: delivered and p.warranty_end(delivered)}
+        kinds = []
+        for kind in CaseKind:
+            option = {"kind": kind.value, "allowed": True, "until": until[kind], "reason": None, "error": None}
+            try:
+                if kind == CaseKind.cancellation and order.status in (OrderStatus.shipped, OrderStatus.delivered):
+                    # The case would open and close at once, refused (docs/rules.md, section 1).
+                    raise Conflict("the order has already shipped", reason="order_shipped")
+                self.check_opening(order, kind, now, DefectCategory.other, "checking what is still possible")
+                await self.check_money_left(order, kind, now)
+            except ServiceError as e:
+                option.update(allowed=False, reason=e.extra.get("reason"), error=e.message,
+                              closed_at=e.extra.get("closed_at"), opens_after=e.extra.get("window_opens_after"))
+            kinds.append(option)
+        open_row = await self._open_case_row(order_id)
+        return {"order": order, "open_case_id": open_row["case_id"] if open_row else None, "kinds": kinds}
+
     async def check_money_left(self, order: Order, kind: CaseKind, now: datetime) -> None:
         """A kind whose outcome can only be money (a cancellation, a withdrawal) on an order with nothing
         left to refund is refused; a claim may still end in an exchange or a repair (docs/rules.md, 4)."""
@@ -234,6 +264,7 @@ class CaseService:
         if not may_see(actor, row["customer_id"], row["seller_id"]):
             raise Forbidden("this case is not yours")
         view = self.case_view(row)
+        view["category"], view["description"] = row["input"].get("category"), row["input"].get("description")
         view["attachments"] = await list_attachments(self.pool, case_id)
         view["timeline"] = [
             {"seq": t["seq"], "at": t["at"].isoformat(), "event": t["event"], "detail": t["detail"]}
@@ -241,6 +272,17 @@ class CaseService:
                 "SELECT * FROM case_timeline WHERE case_id = $1 ORDER BY seq", case_id)
         ]
         return view
+
+    async def get_attachment(self, actor: Actor, attachment_id: str):
+        """A photo's row, for whoever may see its case."""
+        row = await self.pool.fetchrow(
+            """SELECT a.*, c.customer_id, c.seller_id FROM attachments a JOIN cases c USING (case_id)
+               WHERE a.attachment_id = $1""", attachment_id)
+        if row is None:
+            raise NotFound(f"attachment {attachment_id} not found")
+        if not may_see(actor, row["customer_id"], row["seller_id"]):
+            raise Forbidden("this case is not yours")
+        return row
 
     async def list_escalations(self) -> list[dict]:
         rows = await self.pool.fetch(
@@ -260,6 +302,12 @@ class CaseService:
             column = "customer_id" if actor.role == Role.customer else "seller_id"
             rows = await self.pool.fetch(
                 f"SELECT * FROM cases WHERE {column} = $1 ORDER BY opened_at DESC LIMIT $2", actor.id, limit)
+        return [self.case_view(r) for r in rows]
+
+    async def list_open_cases(self, seller_id: str) -> list[dict]:
+        """Every open case of a seller (their inbox), however many."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM cases WHERE seller_id = $1 AND closed_at IS NULL ORDER BY opened_at", seller_id)
         return [self.case_view(r) for r in rows]
 
     @staticmethod
@@ -374,9 +422,35 @@ async def add_attachment(svc: CaseService, actor: Actor, case_id: str, filename:
 
 
 async def list_attachments(pool, case_id: str) -> list[dict]:
-    return [{"filename": r["filename"], "content_type": r["content_type"], "size_bytes": r["size_bytes"],
+    return [{"attachment_id": r["attachment_id"], "filename": r["filename"], "content_type": r["content_type"], "size_bytes": r["size_bytes"],
              "sha256": r["sha256"], "added_at": r["created_at"].isoformat()}
             for r in await pool.fetch("SELECT * FROM attachments WHERE case_id = $1 ORDER BY created_at", case_id)]
+
+
+THUMBNAIL_BOX = (320, 320)
+
+
+async def thumbnail_of(row) -> str:
+    """The photo's thumbnail (JPEG, at most THUMBNAIL_BOX), made once beside the photo."""
+    from pathlib import Path
+
+    source = Path(row["storage_path"])
+    thumb = source.with_name(source.stem + ".thumb.jpg")
+    if not thumb.exists():
+        await asyncio.to_thread(_make_thumbnail, source, thumb)
+    return str(thumb)
+
+
+def _make_thumbnail(source, thumb) -> None:
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as img:
+        img.draft("RGB", THUMBNAIL_BOX)  # a JPEG decodes at a fraction of its size: no full-size bitmap
+        small = ImageOps.exif_transpose(img).convert("RGB")
+        small.thumbnail(THUMBNAIL_BOX)
+        tmp = thumb.with_suffix(".part")
+        small.save(tmp, "JPEG", quality=80)
+        tmp.replace(thumb)
 
 
 class TooLarge(ServiceError):

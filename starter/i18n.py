@@ -1,0 +1,76 @@
+"""French and English: message catalogs (Babel .po files in starter/locales/, read by Babel at import,
+so nothing needs compiling), dates in Europe/Paris in the locale's format, amounts in the locale's
+format (`399,89 €` in French).
+
+Messages are looked up by key (`translate("stage.in_transit", "fr")`), with `{name}` parameters; a
+key missing from a catalog is an error, never a silent fallback (tests/test_i18n.py walks both
+catalogs). Workflow message texts can move here by key: `translate` is pure and deterministic.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_date, format_datetime
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency
+
+from domain.calendar import PARIS
+
+LOCALES = ("fr", "en")
+DEFAULT_LOCALE = "fr"  # the marketplace is French
+CATALOG_DIR = Path(__file__).resolve().parent / "locales"
+
+
+@lru_cache(maxsize=None)
+def catalog(locale: str) -> dict[str, str]:
+    """key -> text of one locale's catalog."""
+    with open(CATALOG_DIR / f"{locale}.po", "rb") as f:
+        po = read_po(f, locale=locale)
+    return {m.id: m.string for m in po if m.id}
+
+
+def locale_or_default(value: str | None) -> str:
+    return value if value in LOCALES else DEFAULT_LOCALE
+
+
+def translate(key: str, locale: str, **params) -> str:
+    text = catalog(locale_or_default(locale))[key]
+    return text.format(**params) if params else text
+
+
+def has(key: str, locale: str) -> bool:
+    return key in catalog(locale_or_default(locale))
+
+
+def money(cents: int, currency: str, locale: str) -> str:
+    return format_currency(cents / 100, currency, locale=locale_or_default(locale))
+
+
+def when(moment: datetime | str | None, locale: str) -> str:
+    """A moment in Europe/Paris, in the locale's long date and short time ("1 décembre 2026, 14:30")."""
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    loc = locale_or_default(locale)
+    return format_datetime(moment.astimezone(PARIS), _moment_pattern(loc), locale=loc)
+
+
+@lru_cache(maxsize=None)
+def _moment_pattern(locale: str) -> str:
+    """The locale's own way of joining its long date and its short time."""
+    loc = Locale.parse(locale)
+    return (loc.datetime_formats["long"].replace("{1}", loc.date_formats["long"].pattern)
+            .replace("{0}", loc.time_formats["short"].pattern))
+
+
+def day(moment: datetime | str | None, locale: str) -> str:
+    """The date alone, in Europe/Paris ("1 décembre 2026")."""
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return format_date(moment.astimezone(PARIS), "long", locale=locale_or_default(locale))
