@@ -1,6 +1,9 @@
 """The Temporal worker: case workflows and their activities on one task queue.
 
-Run several of these against one Temporal cluster to scale out (docker-compose runs 3).
+Run several of these against one Temporal cluster to scale out (docker-compose runs 3). With
+WORKER_DEPLOYMENT set, the worker is one version (deployment, build id) of a Worker Deployment:
+the server routes new workflows to the deployment's current (or ramping) version and keeps pinned
+ones on the version they started on (README "Shipping new workflow code").
 """
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ import logging
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.cases import CaseActivities
 from activities.wallet import PayoutActivities, WalletActivities
-from config import Settings, settings, setup_logging
+from config import Settings, build_id, settings, setup_logging
 from workflows.case import CaseWorkflow
 from workflows.common import SellerWebhookWorkflow
 from workflows.payout import PayoutWorkflow
@@ -36,8 +40,17 @@ async def connect(s: Settings, runtime: Runtime | None = None) -> Client:
                                 data_converter=pydantic_data_converter, runtime=runtime)
 
 
+def deployment_version(s: Settings) -> WorkerDeploymentVersion | None:
+    """The version this worker runs as; None (unversioned) when no deployment is configured."""
+    return WorkerDeploymentVersion(s.worker_deployment, build_id(s)) if s.worker_deployment else None
+
+
 def build_worker(client: Client, s: Settings, activities: CaseActivities | None = None, **kwargs) -> Worker:
     acts = activities or CaseActivities(s)
+    version = deployment_version(s)
+    if version is not None:
+        # Every workflow type declares its behaviour (@workflow.defn(versioning_behavior=...)).
+        kwargs.setdefault("deployment_config", WorkerDeploymentConfig(version=version, use_worker_versioning=True))
     return Worker(client, task_queue=s.task_queue, workflows=WORKFLOWS,
                   activities=[*acts.all(), *WalletActivities().all(), *PayoutActivities(acts.gateway).all()],
                   workflow_runner=workflow_runner(), **kwargs)
@@ -51,8 +64,27 @@ async def main() -> None:
         runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=s.metrics_bind)))
     client = await connect(s, runtime)
     worker = build_worker(client, s)
-    logging.getLogger("worker").info("worker polling task queue %s on %s", s.task_queue, s.temporal_address)
-    await worker.run()
+    version = deployment_version(s)
+    log = logging.getLogger("worker")
+    log.info("worker polling task queue %s on %s as %s", s.task_queue, s.temporal_address,
+             f"version {version.deployment_name}:{version.build_id}" if version else "an unversioned worker")
+    if version is None:
+        await worker.run()
+        return
+    from starter.deploy import promote_if_no_current
+
+    async def bootstrap() -> None:
+        # A deployment's very first version becomes current by itself (nothing else could run the
+        # cases); replacing a current version is the operator's decision (python -m starter.deploy).
+        if await promote_if_no_current(client, s.temporal_namespace, version):
+            log.info("no current version in deployment %s: %s made current", version.deployment_name, version.build_id)
+
+    run = asyncio.ensure_future(worker.run())
+    try:
+        await bootstrap()
+    except Exception:  # noqa: BLE001 — the worker still serves its pinned cases; the operator promotes
+        log.exception("could not make the first version current")
+    await run
 
 
 if __name__ == "__main__":
