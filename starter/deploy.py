@@ -234,7 +234,12 @@ async def cli(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(cli()))
+    code = asyncio.run(cli())
+    # A short-lived client process can abort in interpreter teardown while the SDK's Rust threads
+    # still run ("PyGILState_Release", temporalio/sdk-python#300, seen here): skip the teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
