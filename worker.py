@@ -13,7 +13,7 @@ import logging
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.common import WorkerDeploymentVersion
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -26,6 +26,21 @@ from workflows.payout import PayoutWorkflow
 
 # One workflow per case; payouts and seller webhook deliveries have lifecycles of their own.
 WORKFLOWS = [CaseWorkflow, PayoutWorkflow, SellerWebhookWorkflow]
+
+# How each workflow type moves between worker versions (README "Shipping new workflow code"):
+VERSIONING = {
+    # a case (30 days and more) ends on the code it started with: a new version never meets its history
+    CaseWorkflow: VersioningBehavior.PINNED,
+    # a payout lives a week at most (its settlement deadline): its version drains soon after a release
+    PayoutWorkflow: VersioningBehavior.PINNED,
+    # one delivery retried for a day, started by a pinned case: the server starts it on the case's version
+    SellerWebhookWorkflow: VersioningBehavior.PINNED,
+}
+# Given to versioned workers as their default behaviour, not on each @workflow.defn: the SDK sends a
+# decorator's behaviour from every worker, and a real server refuses it from an unversioned one
+# (the suite's dev-server workers, the bench, a worker without WORKER_DEPLOYMENT). A type needing
+# another behaviour than the others declares it on its @workflow.defn (versioned workers only, then).
+VERSIONING_DEFAULT = VersioningBehavior.PINNED  # tests/test_versioning.py checks it against VERSIONING
 # The pure core and pydantic are deterministic: pass them through the sandbox instead of
 # re-importing them for every workflow run (faster, and one set of model classes).
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "holidays", "activities", "config", "annotated_types")
@@ -49,8 +64,8 @@ def build_worker(client: Client, s: Settings, activities: CaseActivities | None 
     acts = activities or CaseActivities(s)
     version = deployment_version(s)
     if version is not None:
-        # Every workflow type declares its behaviour (@workflow.defn(versioning_behavior=...)).
-        kwargs.setdefault("deployment_config", WorkerDeploymentConfig(version=version, use_worker_versioning=True))
+        kwargs.setdefault("deployment_config", WorkerDeploymentConfig(
+            version=version, use_worker_versioning=True, default_versioning_behavior=VERSIONING_DEFAULT))
     return Worker(client, task_queue=s.task_queue, workflows=WORKFLOWS,
                   activities=[*acts.all(), *WalletActivities().all(), *PayoutActivities(acts.gateway).all()],
                   workflow_runner=workflow_runner(), **kwargs)

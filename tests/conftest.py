@@ -113,6 +113,7 @@ def test_settings(mail_sink, gateway_sandbox):
         temporal_address="unused", task_queue="unused: each worker fixture sets its own", database_url=os.environ.get("DATABASE_URL", ""),
         smtp_host="127.0.0.1", smtp_port=mail_sink.port, gateway_url=gateway_sandbox.url,
         gateway_api_key="sk_test_sandbox", gateway_webhook_secret="whsec_test",
+        worker_deployment="",  # unversioned test workers, whatever the shell says (tests/test_versioning.py sets one)
     )
 
 

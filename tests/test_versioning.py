@@ -20,6 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.workflow import _Definition  # the SDK's parsed @workflow.defn
 
 from devstack.gateway_sandbox import create_app as create_sandbox
 from devstack.temporal_server import ensure_search_attributes
@@ -30,8 +31,17 @@ from starter.service import order_from_row
 from tests.helpers.cases import settle_refund
 from tests.helpers.data import make_order, new_id
 from tests.helpers.servers import ServedApp, start_dev_server
-from worker import build_worker
+from worker import VERSIONING, VERSIONING_DEFAULT, WORKFLOWS, build_worker
 from workflows.case import CaseWorkflow
+
+
+def test_every_workflow_type_has_the_behaviour_it_declares():
+    """VERSIONING says how each type moves between versions; a versioned worker gives the default to
+    the types whose @workflow.defn says nothing, so every other one must declare its own there."""
+    assert set(VERSIONING) == set(WORKFLOWS)
+    for w in WORKFLOWS:
+        declared = _Definition.must_from_class(w).versioning_behavior
+        assert (declared or VERSIONING_DEFAULT) == VERSIONING[w], w.__name__
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
@@ -46,9 +45,7 @@ async def send(case_id: str, key: str, role: Role, recipient: str, subject: str,
     return True
 
 
-# Pinned: one delivery retried for a day; it stays on the version of the case that started it (the
-# server starts a pinned parent's child on the parent's version) and drains within a day.
-@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn
 class SellerWebhookWorkflow:
     """Delivers one signed webhook to a seller, retried for a day (the Idempotency-Key stays the same)."""
 

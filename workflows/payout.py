@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -30,8 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import MONEY_ACTIVITY, RECORD_ACTIVITY
 
 
-# Pinned: a payout lives a week at most (settlement deadline), so its version drains soon after a release.
-@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn
 class PayoutWorkflow:
     def __init__(self) -> None:
         self.state: PayoutState | None = None

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -69,8 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common import Deadline, euros, fmt, send
     from workflows.options import RECORD_ACTIVITY
 
-# Pinned: a case (30 days and more) ends on the code it started with; a new version never meets its history.
-@workflow.defn(versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn
 class CaseWorkflow:
     def __init__(self) -> None:
         self.inp: CaseInput | None = None
