@@ -29,7 +29,7 @@ WORKFLOWS = [CaseWorkflow, PayoutWorkflow, SellerWebhookWorkflow]
 
 # How each workflow type moves between worker versions (README "Shipping new workflow code"):
 VERSIONING = {
-    # a case (30 days and more) ends on the code it started with: a new version never meets its history
+    # a case (30 days and more) ends on the code it started with, unless an operator moves it (README)
     CaseWorkflow: VersioningBehavior.PINNED,
     # a payout lives a week at most (its settlement deadline): its version drains soon after a release
     PayoutWorkflow: VersioningBehavior.PINNED,
@@ -41,6 +41,7 @@ VERSIONING = {
 # (the suite's dev-server workers, the bench, a worker without WORKER_DEPLOYMENT). A type needing
 # another behaviour than the others declares it on its @workflow.defn (versioned workers only, then).
 VERSIONING_DEFAULT = VersioningBehavior.PINNED  # tests/test_versioning.py checks it against VERSIONING
+
 # The pure core and pydantic are deterministic: pass them through the sandbox instead of
 # re-importing them for every workflow run (faster, and one set of model classes).
 PASSTHROUGH = ("domain", "pydantic", "pydantic_core", "holidays", "activities", "config", "annotated_types")
@@ -91,15 +92,16 @@ async def main() -> None:
     async def bootstrap() -> None:
         # A deployment's very first version becomes current by itself (nothing else could run the
         # cases); replacing a current version is the operator's decision (python -m starter.deploy).
-        if await promote_if_no_current(client, s.temporal_namespace, version):
-            log.info("no current version in deployment %s: %s made current", version.deployment_name, version.build_id)
+        try:
+            if await promote_if_no_current(client, s.temporal_namespace, version):
+                log.info("no current version in deployment %s: %s made current", version.deployment_name,
+                         version.build_id)
+        except Exception:  # noqa: BLE001 — the worker still serves its pinned cases; the operator promotes
+            log.exception("could not make the first version current")
 
-    run = asyncio.ensure_future(worker.run())
-    try:
-        await bootstrap()
-    except Exception:  # noqa: BLE001 — the worker still serves its pinned cases; the operator promotes
-        log.exception("could not make the first version current")
-    await run
+    boot = asyncio.create_task(bootstrap())  # beside the polling: it waits for the server to see it
+    await worker.run()
+    boot.cancel()
 
 
 if __name__ == "__main__":
