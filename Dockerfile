@@ -27,6 +27,12 @@ RUN pip install . \
 # The processes run from /app (so migrations/ is found beside activities/); they write only
 # under /var/lib/aftersales (named volumes in docker-compose.yml).
 ENV ATTACHMENTS_DIR=/var/lib/aftersales/attachments
+
+# The build id the workers run as (a version of the Worker Deployment): the git commit, passed by
+# `BUILD_ID=$(git rev-parse --short HEAD) docker compose build` (the image has no .git). Without it
+# the worker refuses to start rather than run two different builds under one id.
+ARG BUILD_ID=""
+ENV WORKER_BUILD_ID=${BUILD_ID}
 USER app
 
 EXPOSE 8000

@@ -34,10 +34,37 @@ class Settings:
     # passed through) or "strict" (every module of a workflow re-imported per run, calls restricted:
     # what the tests and the replay test run, worker.py).
     workflow_sandbox: str = field(default_factory=lambda: _env("WORKFLOW_SANDBOX", "fast"))
+    # Worker Deployment Versioning: the worker runs as version (deployment, build id). An empty
+    # deployment means an unversioned worker (the test workers, the bench); `make run` and the compose
+    # stack set it. The build id defaults to the git commit (see build_id()); the image bakes it in.
+    worker_deployment: str = field(default_factory=lambda: _env("WORKER_DEPLOYMENT", ""))
+    worker_build_id: str = field(default_factory=lambda: _env("WORKER_BUILD_ID", ""))
 
 
 def settings() -> Settings:
     return Settings()
+
+
+DEFAULT_DEPLOYMENT = "aftersales"  # the deployment `make run`, compose and `python -m starter.deploy` use
+
+
+def build_id(s: Settings) -> str:
+    """The worker's build id: WORKER_BUILD_ID, else the git commit of the checkout (`make run`).
+    The image has no .git: its WORKER_BUILD_ID comes from the build argument BUILD_ID (Dockerfile)."""
+    if s.worker_build_id:
+        return s.worker_build_id
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        out = None
+    if out is None or out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError("no build id for the worker: set WORKER_BUILD_ID (an image gets it from "
+                           "`docker compose build` with BUILD_ID=$(git rev-parse --short HEAD))")
+    return out.stdout.strip()
 
 
 class JsonLogFormatter:

@@ -121,6 +121,8 @@ class Stack:
     seeded: dict | None = None
     skipped: list[str] = field(default_factory=list)
     owns_pids_file: bool = False
+    version: object | None = None  # the worker's WorkerDeploymentVersion
+    stranded: list = field(default_factory=list)  # earlier versions still holding pinned workflows
 
     @property
     def logs(self) -> Path:
@@ -232,10 +234,24 @@ class Stack:
                                "--webhook-secret", GATEWAY_WEBHOOK_SECRET, "--settle-after", "5",
                                "--state-file", str(self.data_dir / "gateway.json")],
                    env, ROOT / "devstack" / "gateway_sandbox.py")
-        self.spawn("worker", [py, "worker.py"], {**env, "METRICS_BIND": f"{HOST}:{METRICS_PORT}"}, ROOT / "worker.py")
+        # The worker is version (WORKER_DEPLOYMENT, build id = the git commit) of the deployment;
+        # wait_ready promotes it once it polls.
+        self.version = self.worker_version()
+        self.spawn("worker", [py, "worker.py"], {**env, "METRICS_BIND": f"{HOST}:{METRICS_PORT}",
+                                                 "WORKER_DEPLOYMENT": self.version.deployment_name,
+                                                 "WORKER_BUILD_ID": self.version.build_id}, ROOT / "worker.py")
         self.spawn("api", [py, "-m", "uvicorn", "starter.api:app", "--host", HOST, "--port", str(API_PORT)],
                    env, ROOT / "starter" / "api.py")
         self.record_pids()
+
+    @staticmethod
+    def worker_version():
+        from temporalio.common import WorkerDeploymentVersion
+
+        from config import DEFAULT_DEPLOYMENT, build_id, settings
+
+        s = settings()
+        return WorkerDeploymentVersion(s.worker_deployment or DEFAULT_DEPLOYMENT, build_id(s))
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -285,6 +301,7 @@ class Stack:
                 await asyncio.sleep(0.2)
         if self.child("worker"):
             await self._wait_worker_polling(deadline, check_alive)
+            await self._promote_worker_version(deadline)
         if self.child("api"):
             async with httpx.AsyncClient(timeout=2) as http:
                 while True:
@@ -318,6 +335,26 @@ class Stack:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no worker polls the task queue {queue!r}")
             await asyncio.sleep(0.3)
+
+    async def _promote_worker_version(self, deadline: float) -> None:
+        """`make run` runs the code of the checkout: its version becomes current (new cases start there).
+        Cases pinned to an earlier build have no worker any more: said, with what to do."""
+        from temporalio.client import Client
+
+        from starter import deploy
+
+        client = await Client.connect(f"{HOST}:{TEMPORAL_PORT}")
+        await deploy.wait_registered(client, "default", self.version, timeout=max(1.0, deadline - time.monotonic()))
+        name, build = self.version.deployment_name, self.version.build_id
+        report = await deploy.describe(client, "default", name)
+        if report is None or report.current != build:
+            await deploy.promote(client, "default", name, build)
+            say(f"worker version {name}:{build} promoted to current")
+            report = await deploy.describe(client, "default", name)
+        self.stranded = [v for v in report.versions if v.build_id != build and v.open_pinned]
+        for v in self.stranded:
+            say(f"{v.open_pinned} workflow(s) ({v.open_cases} case(s)) pinned to the earlier build {v.build_id} "
+                f"wait for its workers: see README \"Shipping new workflow code\"")
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.exited() is not None), None)
@@ -368,6 +405,7 @@ class Stack:
   Mail (sink)       http://{HOST}:{MAIL_WEB_PORT}        (SMTP {HOST}:{SMTP_PORT}, JSON /messages?to=alice@example.com)
   Gateway sandbox   {GATEWAY_URL}/_sandbox/state
   Worker metrics    http://{HOST}:{METRICS_PORT}/metrics
+  Worker version    {self._version_line()}
   PostgreSQL        {self.database_url}
   Logs              {self._rel(self.logs)}/<name>.log{skipped}
 
@@ -378,6 +416,14 @@ Try it (a cancellation of a paid order: automatic, refunded to the card, mails i
   curl -H "Authorization: Bearer demo-customer-alice" {API_URL}/v1/cases
 ==============================================================================================
 """
+
+    def _version_line(self) -> str:
+        if self.version is None:
+            return "(no worker)"
+        line = f"{self.version.deployment_name}:{self.version.build_id}, current   (python -m starter.deploy list)"
+        for v in self.stranded:
+            line += f"\n                    earlier build {v.build_id}: {v.open_pinned} pinned workflow(s) wait for its workers"
+        return line
 
     def _rel(self, path: Path) -> str:
         try:

@@ -10,6 +10,7 @@ through the operator service once the server answers — idempotent, so every re
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ from typing import IO
 from workflows.search_attributes import cli_definitions
 
 BIN_DIR = Path(sys.executable).parent
+
+# Worker Deployment Versioning needs no flag on this server (1.32). The server's drainage status of an
+# old version is checked only after a grace period and then every refresh interval (3 min each by
+# default): shorter here, so `make run` says "drained" within half a minute (tests pass 1 s).
+DEV_DYNAMIC_CONFIG = {
+    "matching.wv.VersionDrainageStatusVisibilityGracePeriod": "30s",
+    "matching.wv.VersionDrainageStatusRefreshInterval": "10s",
+}
 
 
 def _binary(name: str, package: str) -> Path:
@@ -43,7 +52,8 @@ test_server_path.__test__ = False  # not a pytest test, whatever the name says
 
 
 def dev_server_command(db_file: Path | None, port: int, ui_port: int | None,
-                       namespace: str = "default", ip: str = "127.0.0.1") -> list[str]:
+                       namespace: str = "default", ip: str = "127.0.0.1",
+                       dynamic_config: dict[str, str] | None = None) -> list[str]:
     cmd = [str(temporal_cli_path()), "server", "start-dev", "--ip", ip, "--port", str(port)]
     if ui_port is None:
         cmd.append("--headless")
@@ -54,12 +64,15 @@ def dev_server_command(db_file: Path | None, port: int, ui_port: int | None,
     cmd += ["--namespace", namespace]
     for definition in cli_definitions():
         cmd += ["--search-attribute", definition]
+    for key, value in {**DEV_DYNAMIC_CONFIG, **(dynamic_config or {})}.items():
+        cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]  # values are YAML/JSON
     cmd += ["--log-level", "warn"]
     return cmd
 
 
 def start_dev_server(db_file: Path | None, port: int, ui_port: int | None, log_file: IO | Path | str | None,
-                     namespace: str = "default", **popen_kwargs) -> subprocess.Popen:
+                     namespace: str = "default", dynamic_config: dict[str, str] | None = None,
+                     **popen_kwargs) -> subprocess.Popen:
     """Starts the dev server (no UI when ui_port is None; in memory when db_file is None).
 
     log_file: an open file, a path (appended to) or None (output discarded). popen_kwargs go to
@@ -68,7 +81,7 @@ def start_dev_server(db_file: Path | None, port: int, ui_port: int | None, log_f
     """
     if db_file is not None:
         Path(db_file).parent.mkdir(parents=True, exist_ok=True)
-    cmd = dev_server_command(db_file, port, ui_port, namespace)
+    cmd = dev_server_command(db_file, port, ui_port, namespace, dynamic_config=dynamic_config)
     kwargs = {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT, **popen_kwargs}
     if log_file is None:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **kwargs)

@@ -115,6 +115,7 @@ def test_settings(mail_sink, gateway_sandbox):
         temporal_address="unused", task_queue="unused: each worker fixture sets its own", database_url=os.environ.get("DATABASE_URL", ""),
         smtp_host="127.0.0.1", smtp_port=mail_sink.port, gateway_url=gateway_sandbox.url,
         gateway_api_key="sk_test_sandbox", gateway_webhook_secret="whsec_test",
+        worker_deployment="",  # unversioned test workers, whatever the shell says (tests/test_versioning.py sets one)
     )
 
 
@@ -138,7 +139,29 @@ async def case_worker(ts_env, pool, test_settings, task_queue):
         yield w
 
 
-HISTORIES_DIR = ROOT / "tests" / "histories"
+# The release whose histories RECORD_HISTORIES=1 records (tests/histories/<release>/, replayed by
+# tests/test_replay.py with every earlier release). Bump it when the recorded release is deployed,
+# so the next recordings never overwrite the shape running cases still have (README).
+HISTORIES_RELEASE = os.environ.get("HISTORIES_RELEASE", "r2")
+HISTORIES_DIR = ROOT / "tests" / "histories" / HISTORIES_RELEASE
+
+
+def _write_manifest() -> None:
+    """manifest.json of the release folder: its name and the commit (= build id) it was recorded from."""
+    import json
+    import subprocess
+    from datetime import date
+
+    manifest = HISTORIES_DIR / "manifest.json"
+    if manifest.exists():
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    manifest.write_text(json.dumps({
+        "release": HISTORIES_RELEASE, "build_id": commit, "recorded_from_commit": commit,
+        "recorded_on": date.today().isoformat(), "shape": "(say what changed since the previous release)",
+        "retire_when": f"python -m starter.deploy drained {commit} exits 0 (no open pinned workflow of that build)",
+    }, indent=2) + "\n")
 
 
 async def _record_histories(env, test_name: str) -> None:
@@ -147,7 +170,8 @@ async def _record_histories(env, test_name: str) -> None:
 
     from tests.helpers.cases import STARTED
 
-    HISTORIES_DIR.mkdir(exist_ok=True)
+    HISTORIES_DIR.mkdir(parents=True, exist_ok=True)
+    _write_manifest()
     for handle in STARTED:
         for suffix in ("", ":decision-asked"):  # the case, and a seller webhook delivery when there is one
             workflow_id = f"webhook-{handle.id}{suffix}" if suffix.startswith(":") else handle.id + suffix

@@ -179,11 +179,22 @@ def test_start_order(resolved):
 
 # --- the environment -----------------------------------------------------------------------------
 
+def image_env() -> dict[str, str]:
+    """The variables the Dockerfile's ENV instructions set in the image (NAME=value form)."""
+    out = {}
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "ENV":
+            for part in shlex.split(rest):
+                name, _, value = part.partition("=")
+                out[name] = value
+    return out
+
+
 def test_every_setting_the_project_reads_is_set_for_api_and_worker(resolved):
     names = config_env_names()
-    assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "SMTP_HOST", "GATEWAY_URL"} <= names  # the parse works
+    assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "SMTP_HOST", "GATEWAY_URL", "WORKER_BUILD_ID"} <= names  # the parse works
     for name in ("api", "worker", "migrate"):
-        missing = names - set(env_of(resolved, name))
+        missing = names - set(env_of(resolved, name)) - set(image_env())
         assert not missing, f"{name} lacks {sorted(missing)}"
     assert env_of(resolved, "worker")["METRICS_BIND"].endswith(":9464")
 
@@ -202,6 +213,21 @@ def test_addresses_point_at_services_of_the_stack(resolved):
         assert env["TEMPORAL_NAMESPACE"] == env_of(resolved, "temporal-admin-tools")["TEMPORAL_NAMESPACE"]
     assert env_of(resolved, "api") == {**env_of(resolved, "worker"), "METRICS_BIND": env_of(resolved, "api")["METRICS_BIND"]}
     assert env_of(resolved, "api")["DATABASE_URL"] == env_of(resolved, "migrate")["DATABASE_URL"]
+
+
+def test_workers_take_their_build_id_from_the_image(resolved):
+    """WORKER_BUILD_ID is baked into the image from the build argument BUILD_ID and never overridden
+    by the compose environment; every project service builds with that argument."""
+    from config import DEFAULT_DEPLOYMENT
+
+    assert "WORKER_BUILD_ID" not in env_of(resolved, "worker")
+    assert env_of(resolved, "worker")["WORKER_DEPLOYMENT"] == DEFAULT_DEPLOYMENT
+    assert ("ARG", 'BUILD_ID=""') in _dockerfile_instructions()
+    assert image_env()["WORKER_BUILD_ID"] == "${BUILD_ID}"
+    result = run_config(COMPOSE_FILE, {"BUILD_ID": "3f9c2e1"})
+    assert result.returncode == 0, result.stderr
+    for name in PROJECT_SERVICES:
+        assert yaml.safe_load(result.stdout)["services"][name]["build"]["args"] == {"BUILD_ID": "3f9c2e1"}, name
 
 
 def test_gateway_sandbox_and_app_share_keys_and_webhook(resolved):

@@ -176,7 +176,8 @@ async def test_attributes_missing_from_an_existing_database_are_added(tmp_path):
 
     # A database created by an older version of the project, without the custom attributes.
     async def start_bare(port: int):
-        bare = [a for a in dev_server_command(db_file, port, None) if "=" not in a and a != "--search-attribute"]
+        bare = [a for a in dev_server_command(db_file, port, None)
+                if "=" not in a and a not in ("--search-attribute", "--dynamic-config-value")]
         with open(log, "ab") as out:
             proc = subprocess.Popen(bare, stdout=out, stderr=subprocess.STDOUT)
         try:

@@ -163,6 +163,7 @@ class DevServer:
     port: int
     log_path: Path
     db_file: Path | None
+    dynamic_config: dict[str, str] | None = None
 
     @property
     def address(self) -> str:
@@ -178,12 +179,17 @@ class DevServer:
         from devstack.temporal_server import start_dev_server, wait_until_ready
 
         offset = log_size(self.log_path)
-        self.proc = start_dev_server(self.db_file, self.port, None, self.log_path)
+        self.proc = start_dev_server(self.db_file, self.port, None, self.log_path, dynamic_config=self.dynamic_config)
         try:
             await wait_until_ready(self.address, timeout=30, process=self.proc)
         except Exception as e:
             raise ServerStartError("Temporal dev server (restart)", self.port, str(e),
                                    log_tail(self.log_path, start=offset)) from e
+
+
+# A version's drainage is checked a second after it stops receiving new workflows, then every second.
+TEST_DYNAMIC_CONFIG = {"matching.wv.VersionDrainageStatusVisibilityGracePeriod": "1s",
+                       "matching.wv.VersionDrainageStatusRefreshInterval": "1s"}
 
 
 async def start_dev_server(log_path: Path, db_file: Path | None = None, **popen_kwargs) -> DevServer:
@@ -197,13 +203,13 @@ async def start_dev_server(log_path: Path, db_file: Path | None = None, **popen_
     async def start(port: int) -> DevServer:
         nonlocal offset
         offset = log_size(log_path)
-        proc = ts.start_dev_server(db_file, port, None, log_path, **popen_kwargs)
+        proc = ts.start_dev_server(db_file, port, None, log_path, dynamic_config=TEST_DYNAMIC_CONFIG, **popen_kwargs)
         try:
             await ts.wait_until_ready(f"127.0.0.1:{port}", timeout=30, process=proc)
         except BaseException:
             ts.stop_process(proc)
             raise
-        return DevServer(proc, port, log_path, db_file)
+        return DevServer(proc, port, log_path, db_file, TEST_DYNAMIC_CONFIG)
 
     return await retry_on_port_clash_async("Temporal dev server", start, log=lambda: log_tail(log_path, start=offset))
 
