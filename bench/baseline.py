@@ -1,6 +1,7 @@
 """The baseline: a case of the same shape as a real one, with no-op activities — what the engine (server +
 SDK worker) can do with that shape on this machine, with nothing of ours in the way (no API, no database,
-no email, no gateway; the same payload sizes, as padding).
+no email, no gateway; the same payload sizes, as padding; each activity sleeps as long as the real one ran,
+so that concurrent steps complete in the same order).
 
 The shape is a script per workflow read from the histories of a real case (bench/shape.py,
 `baseline_spec`): one step per workflow task, each waiting for what that task waited for (activities
@@ -10,9 +11,11 @@ started or cancelled, search-attribute upserts, signals to the parent or a child
 completions, the result). So its histories have the events of the real case, in the same workflow tasks
 give or take the timing of signals and Updates.
 
-- An Update (`act`) is accepted only once the script has passed the stage change (upsert) that preceded
-  it in the real case (as the real validators refuse a wrong stage), and answers at the step where the
-  real one completed.
+- An Update (`act`) is accepted only once the script waits at the workflow task that accepted it in the
+  real case (as the real validators refuse it until the case waits for it), and answers at the step where
+  the real one completed. It is sent by the activity scheduled last before it (the API's callers act once
+  the read model, written by an activity, shows the stage), retried every 0.1 s while rejected as the
+  callers do on a 409.
 - The "trigger" activity (the card refund) makes the worker signal the workflow `settle_after` seconds
   later, as the gateway sandbox settles a refund and calls the webhook.
 """
@@ -43,26 +46,38 @@ def pad(size: int) -> str:
 
 
 @activity.defn(name="bench_noop")
-async def noop(result_size: int, padding: str) -> str:
-    return pad(result_size)
+async def noop(step: dict, padding: str) -> str:
+    """Nothing, for as long as the real activity took (the order of concurrent steps stays). Then, in the
+    background, what the outside world did after it in the real case: the gateway's settlement (a signal,
+    `settle_after` seconds later) and the Updates the API's callers sent once the read model showed the stage
+    (retried while rejected, every RETRY_EVERY seconds as on a 409)."""
+    await asyncio.sleep(step["ms"] / 1000)
+    if step.get("signal_after") is not None or step.get("updates"):
+        task = asyncio.create_task(_outside(activity.client(), step))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+    return pad(step["out"])
 
 
-@activity.defn(name="bench_noop_trigger")
-async def noop_trigger(target: dict, padding: str) -> str:
-    """No-op, then (in the background) the outside world's answer: a signal to the workflow."""
-    client = activity.client()
+async def _outside(client, step: dict) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
 
-    async def answer():
-        await asyncio.sleep(target["delay"])
-        await client.get_workflow_handle(target["workflow_id"]).signal("sig", "")
+    from bench.scenarios import RETRY_EVERY
 
-    task = asyncio.create_task(answer())
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return pad(target["result_size"])
+    handle = client.get_workflow_handle(step["workflow_id"])
+    if step.get("signal_after") is not None:
+        await asyncio.sleep(step["signal_after"])
+        await handle.signal("sig", "")
+    for name in step.get("updates", []):
+        for _ in range(int(60 / RETRY_EVERY)):
+            try:
+                await handle.execute_update("act", name)
+                break
+            except WorkflowUpdateFailedError:
+                await asyncio.sleep(RETRY_EVERY)
 
 
-ACTIVITIES = [noop, noop_trigger]
+ACTIVITIES = [noop]
 
 
 def script_input(key: str, scripts: list[dict], index: int, settle_after: float) -> dict:
@@ -147,15 +162,13 @@ class BaselineScript:
                     await sent[args[0]]
             for kind, *args in step["do"]:
                 if kind == "act":
-                    i, name, size_in, size_out = args
-                    if name in TRIGGER_ACTIVITIES:
-                        acts[i] = workflow.start_activity(
-                            noop_trigger, args=[{"workflow_id": me, "delay": settle_after,
-                                                 "result_size": size_out}, pad(size_in - 80)], **ACTIVITY)
-                    else:
-                        acts[i] = workflow.start_activity(noop, args=[size_out, pad(size_in - 4)], **ACTIVITY)
+                    i, name, size_in, size_out, ms, *updates = args
+                    step_in = {"workflow_id": me, "out": size_out, "ms": ms, "updates": updates,
+                               "signal_after": settle_after if name in TRIGGER_ACTIVITIES else None}
+                    acts[i] = workflow.start_activity(noop, args=[step_in, pad(size_in - 110)], **ACTIVITY)
                 elif kind == "local":
-                    await workflow.execute_local_activity(noop, args=[args[1] - 100, ""], **LOCAL)
+                    await workflow.execute_local_activity(noop, args=[{"workflow_id": me, "out": args[1] - 150,
+                                                                       "ms": 0}, ""], **LOCAL)
                 elif kind == "timer":
                     timers[args[0]] = asyncio.ensure_future(workflow.sleep(FIRES if args[1] else DEADLINE))
                 elif kind == "cancel_timer":

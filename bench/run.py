@@ -46,7 +46,7 @@ class Config:
         return cls(quick=True, cases_a=10, cases_b=4, concurrency=6, rounds=1,
                    latency_requests={1: 10, 10: 20, 50: 50}, waiting=waiting if waiting is not None else 150,
                    open_seconds=3, open_min_requests=15,
-                   scaling=(1, 2), scaling_cases=6, tuning=False, get_requests=40, tuning_waiting=30,
+                   scaling=(1, 2), scaling_cases=6, get_requests=40, tuning_waiting=30,
                    warmup=2)
 
 

@@ -6,7 +6,7 @@ it did and in which workflow tasks, with the size of every payload. Two uses:
 - a *script* per workflow for the baseline (bench/baseline.py): for each workflow task of the history, what
   the task waited for (its triggers: activities completed, timers fired, signals received, Updates
   accepted, children started or done, signals delivered) and the commands it issued (activities with their
-  input and result sizes, local activities, timers started or cancelled, upserts, signals sent, children
+  input and result sizes and how long they took, local activities, timers started or cancelled, upserts, signals sent, children
   started, Updates completed, the result). The baseline replays that with no-op activities, so its
   histories have the same events and payload sizes as the real ones without any code of ours.
 
@@ -25,6 +25,7 @@ from temporalio.api.enums.v1 import EventType
 E = EventType
 OLD_SHAPE_FILE = Path(__file__).with_name("old_shape.json")
 
+MAX_RUN_MS = 1000  # the baseline's activities take as long as the real ones took, up to this
 # Activities after which the outside world answers by signal (the gateway's settlement webhook).
 TRIGGER_ACTIVITIES = {"refund_card", "transfer_to_bank"}
 
@@ -205,7 +206,7 @@ def shape_of_history(history, children: dict[str, object] | None = None) -> Work
             name = a.activity_type.name
             shape.activities[name] += 1
             act_index[ev.event_id] = len(act_index)
-            step["do"].append(["act", act_index[ev.event_id], name, _sizes(a.input), 0])
+            step["do"].append(["act", act_index[ev.event_id], name, _sizes(a.input), 0, 0])
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
             a = ev.marker_recorded_event_attributes
             if a.marker_name == "core_local_activity":
@@ -237,17 +238,24 @@ def shape_of_history(history, children: dict[str, object] | None = None) -> Work
             step["do"].append(["child", child_index[ev.event_id], a.workflow_id])
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             step["do"].append(["complete", _sizes(ev.workflow_execution_completed_event_attributes.result)])
-    # Results of the activities (known once completed), then fired timers, into the commands.
-    results = {}
+    # Results of the activities and how long they ran (known once completed), then fired timers, into the
+    # commands.
+    # From scheduled to completed: concurrent activities then complete in the recorded order.
+    results, started, ran_ms = {}, {}, {}
     for ev in history.events:
-        if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            started[ev.event_id] = ev.event_time.ToDatetime()
+        elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             a = ev.activity_task_completed_event_attributes
             results[act_index[a.scheduled_event_id]] = _sizes(a.result)
+            if a.scheduled_event_id in started:
+                ran = ev.event_time.ToDatetime() - started[a.scheduled_event_id]
+                ran_ms[act_index[a.scheduled_event_id]] = min(MAX_RUN_MS, round(ran.total_seconds() * 1000))
     fired = {tr[1] for s in shape.steps for tr in s["on"] if tr[0] == "timer"}
     for s in shape.steps:
         for cmd in s["do"]:
             if cmd[0] == "act":
-                cmd[4] = results.get(cmd[1], 0)
+                cmd[4], cmd[5] = results.get(cmd[1], 0), ran_ms.get(cmd[1], 0)
             elif cmd[0] == "timer":
                 cmd[2] = cmd[1] in fired
     # Signal targets and children by their index among this workflow's children.
@@ -279,8 +287,8 @@ async def read_shape(client, workflow_id: str, run_id: str | None = None) -> Wor
 
 def baseline_spec(shape: WorkflowShape, settle_after: float) -> dict:
     """The input of bench.baseline.BaselineScript that reproduces `shape` with no-op activities: the scripts
-    of the case (index 0) and of its children (depth first), the Updates in order, and the step after which
-    each Update is accepted (the last stage change, an upsert, before the task that accepted it)."""
+    of the case (index 0) and of its children (depth first), the Updates in order, and for each Update the
+    step after which it is accepted."""
     flat: list[WorkflowShape] = []
 
     def collect(s: WorkflowShape) -> None:
@@ -300,13 +308,28 @@ def baseline_spec(shape: WorkflowShape, settle_after: float) -> dict:
             raise ValueError(f"{s.workflow_type}: {s.external_signals} signal(s) from outside for {triggers} "
                              f"activities that trigger one ({sorted(TRIGGER_ACTIVITIES)}): not a shape the baseline "
                              "can replay")
-        ready, last_upsert = [], -1
-        for i, st in enumerate(steps):
-            ready.extend(last_upsert for tr in st["on"] if tr[0] == "update")
-            if any(c[0] == "upsert" for c in st["do"]):
-                last_upsert = i
+        # An Update is accepted once the script waits at the workflow task that accepted it in the real case,
+        # as the real validators refuse it until the case waits for it.
+        ready = [i - 1 for i, st in enumerate(steps) for tr in st["on"] if tr[0] == "update"]
         scripts.append({"type": s.workflow_type, "input": s.input_bytes, "steps": steps, "ready": ready})
-    return {"scripts": scripts, "updates": list(shape.update_order), "settle_after": settle_after}
+    # The API's callers act once the read model shows the stage, i.e. right after an activity of the case:
+    # each Update is sent by the baseline's activity scheduled last before the task that accepted it (none:
+    # by the driver, from the start).
+    case_steps, client_updates, names = scripts[0]["steps"], [], iter(shape.update_order)
+    last_act = None
+    for st in case_steps:
+        for tr in st["on"]:
+            if tr[0] == "update":
+                name = next(names)
+                if last_act is None:
+                    client_updates.append(name)
+                else:
+                    last_act.append(name)
+        for cmd in st["do"]:
+            if cmd[0] == "act":
+                cmd[6:] = []
+                last_act = cmd
+    return {"scripts": scripts, "updates": client_updates, "settle_after": settle_after}
 
 
 # ---------------------------------------------------------------------- scripts for the baseline worker
