@@ -1,7 +1,7 @@
 """`make bench`: performance of the after-sales cases on this machine, with a stack of its own.
 
-    python -m bench                  # full run (~15 min on 2 cores), writes BENCHMARKS.md
-    python -m bench --quick          # smoke run (< 2 min), prints only
+    python -m bench                  # full run (~18 min on 2 cores), writes BENCHMARKS.md
+    python -m bench --quick          # smoke run (~2 min), prints only
     python -m bench --waiting 20000  # more waiting cases
     python -m bench --only throughput,latency
 
@@ -33,7 +33,7 @@ PHASES = ["throughput", "scaling", "tuning", "openloop", "latency", "waiting"]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small smoke run (< 2 min); BENCHMARKS.md is left alone")
+    p.add_argument("--quick", action="store_true", help="small smoke run (~2 min); BENCHMARKS.md is left alone")
     p.add_argument("--waiting", type=int, default=None, help="waiting cases to open (default 10000, quick 300)")
     p.add_argument("--cases", type=int, default=None, help="cases of (a) per throughput run (default 300)")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent clients of the throughput runs")

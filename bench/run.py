@@ -56,9 +56,8 @@ class Config:
 SPEC_OF = {"c-a": "a", "c-b": "b", "o-a": "old-a", "o-b": "old-b"}
 
 TUNING = [
-    ("worker.py as shipped (sandbox with worker.PASSTHROUGH)", {}, None),
-    ("sandbox, PASSTHROUGH + \"workflows\" (workflow modules imported once, not per run)",
-     {"runner": "passthrough_workflows"}, None),
+    ("worker.py as shipped (worker.workflow_runner())", {}, None),
+    ("strict sandbox: worker.PASSTHROUGH only (workflow modules re-imported for each run)", {"runner": "strict"}, None),
     ("no sandbox (UnsandboxedWorkflowRunner): the bound of what the sandbox costs", {"runner": "unsandboxed"}, None),
 ]
 
