@@ -74,6 +74,20 @@ def tables(r: Results) -> str:
             out.append(f"| {label} | **{rate(real)}** | {rate(same)} | {rate(old)} | "
                        f"**{fmt(rs)}**{'' if rs is None else ' ' + _ok(rs >= GOAL_RATIO)} | **{fmt(no)}** | {fmt(ro)} | "
                        f"**{cpu(real)}** | {cpu(same)} | {cpu(old)} |")
+        before = r.old.get("measured", {})
+        if before:
+            parts = []
+            for kind in ("a", "b"):
+                res, old = r.throughput.get(kind), before.get(kind)
+                if res is None or not old:
+                    continue
+                then = sum(old["cpu_ms"].values())
+                now = sum(res.cpu.get(c, 0.0) for c in ENGINE) / res.cases * 1000
+                parts.append(f"({kind}) {then:.0f} → **{now:.0f} ms** (×{now / then:.2f}; {old['cases_per_second']:g} → "
+                             f"{res.per_second:.2f} cases/s)")
+            out.append(f"\nServer + worker CPU per real case, before (the old design's real cases, {before['run']}) → "
+                       f"now: {'; '.join(parts)}. Those two runs saw different loads of the machine; the old-shape "
+                       "baseline above is the same-run comparison.")
         out.append(f"\nGoal: real / same-shape ≥ {GOAL_RATIO}. Every run in detail (CPU by component):\n")
         out.append("| run | cases | cases/s | case p50 / p95 (s) | 409 retried | "
                    + " | ".join(f"CPU {c}" for c in COMPONENTS) + " | CPU used (ours) | others' CPU |")

@@ -357,7 +357,8 @@ def load_scripts(key: str) -> list[dict]:
 # ---------------------------------------------------------------------- old shape (data)
 def old_shapes() -> dict:
     """bench/old_shape.json: per kind ("a", "b"), the shape before the one-workflow change: "summary" and
-    "describe" of its histories and "spec" for the baseline (settle_after set by the run)."""
+    "describe" of its histories and "spec" for the baseline (settle_after set by the run); "measured": what
+    the real cases of that design cost in the last full run before the change (written by hand)."""
     return json.loads(OLD_SHAPE_FILE.read_text())
 
 
@@ -374,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=OLD_SHAPE_FILE)
     a = p.parse_args(argv)
     out = {"source": a.source}
+    if a.output.exists():  # the figures measured by hand stay
+        out["measured"] = json.loads(a.output.read_text()).get("measured", {})
     for kind, d in json.loads(a.dump.read_text()).items():
         hist = {wid: WorkflowHistory.from_json(wid, h) for wid, h in d["histories"].items()}
         shape = shape_of_history(hist[d["case_id"]], hist)
