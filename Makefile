@@ -19,7 +19,7 @@ test: $(STAMP) tools browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 worker: $(STAMP)
 	$(PY) worker.py

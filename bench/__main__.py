@@ -1,13 +1,14 @@
 """`make bench`: performance of the after-sales cases on this machine, with a stack of its own.
 
-    python -m bench                  # full run (~15 min on 2 cores), writes BENCHMARKS.md
-    python -m bench --quick          # smoke run (< 2 min), prints only
+    python -m bench                  # full run (~18 min on 2 cores), writes BENCHMARKS.md
+    python -m bench --quick          # smoke run (~2 min), prints only
     python -m bench --waiting 20000  # more waiting cases
     python -m bench --only throughput,latency
 
-Phases: throughput (real cases vs a baseline of the same shape), scaling (1, 2, 4 worker processes),
-tuning (worker variants), latency (help requests at 1/10/50 clients), waiting (N open cases: worker
-RSS, API reads). See bench/run.py and BENCHMARKS.md.
+Phases: throughput (real cases vs a baseline of the same shape and one of the old design's shape),
+scaling (worker processes), tuning (worker variants), latency (help requests at 1/10/50 clients in a
+closed loop: capacity), openloop (help requests at fixed Poisson arrival rates: latency), waiting (N open
+cases: worker RSS, API reads). See bench/run.py and BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -27,17 +28,20 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PHASES = ["throughput", "scaling", "tuning", "latency", "waiting"]
+PHASES = ["throughput", "scaling", "tuning", "openloop", "latency", "waiting"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small smoke run (< 2 min); BENCHMARKS.md is left alone")
+    p.add_argument("--quick", action="store_true", help="small smoke run (~2 min); BENCHMARKS.md is left alone")
     p.add_argument("--waiting", type=int, default=None, help="waiting cases to open (default 10000, quick 300)")
     p.add_argument("--cases", type=int, default=None, help="cases of (a) per throughput run (default 300)")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent clients of the throughput runs")
     p.add_argument("--only", default=None, help=f"comma-separated phases among {','.join(PHASES)}")
     p.add_argument("--no-tuning", action="store_true", help="skip the tuning variants")
+    p.add_argument("--open-rates", default=None,
+                   help="comma-separated help requests per second of the open-loop runs (default 5,20,50)")
+    p.add_argument("--open-seconds", type=float, default=None, help="length of each open-loop rate (default 20)")
     p.add_argument("--worker-knobs", default="{}",
                    help='JSON temporalio Worker arguments for every worker, e.g. \'{"max_cached_workflows": 2000}\' '
                         '(+ "runner": sandbox|passthrough_all|unsandboxed); default: worker.py as it is')
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.cases_b = max(4, a.cases // 2)
     if a.concurrency:
         cfg.concurrency = a.concurrency
+    if a.open_rates:
+        cfg.open_rates = tuple(float(x) for x in a.open_rates.split(","))
+    if a.open_seconds:
+        cfg.open_seconds = a.open_seconds
     if a.no_tuning:
         cfg.tuning = False
     cfg.worker_knobs = json.loads(a.worker_knobs)

@@ -7,8 +7,9 @@
         the baseline workflows (bench/baseline.py) with no-op activities, built the same way
 
 Knobs are temporalio Worker keyword arguments, plus two of the benchmark's own:
-  "runner": "sandbox" (default, worker.workflow_runner()) | "passthrough_workflows" (worker.PASSTHROUGH plus
-            the workflow modules: not re-imported for each run) | "passthrough_all" | "unsandboxed"
+  "runner": "sandbox" (default, worker.workflow_runner()) | "strict" (worker.PASSTHROUGH only: the workflow
+            modules re-imported for each run) | "passthrough_workflows" (worker.PASSTHROUGH plus the workflow
+            modules: not re-imported for each run) | "passthrough_all" | "unsandboxed"
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def _runner(name: str):
 
     if name == "sandbox":
         return worker.workflow_runner()
+    if name == "strict":  # worker.PASSTHROUGH only: the workflow modules re-imported (and checked) for each run
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            *worker.PASSTHROUGH))
     if name == "unsandboxed":
         return UnsandboxedWorkflowRunner()
     if name == "passthrough_workflows":  # worker.PASSTHROUGH + the workflow modules themselves

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from bench import scenarios as sc
 from bench.measure import CpuMeter, Latency, rss_mib
 from bench.seed import SeededOrder, seed_agent, seed_orders
-from bench.shape import WorkflowShape, baseline_spec, read_shape
+from bench.shape import WorkflowShape, baseline_spec, old_shapes, read_shape, save_scripts
 from bench.stack import BASELINE_QUEUE, TASK_QUEUE, Stack
 
 
@@ -26,6 +26,9 @@ class Config:
     concurrency: int = 10  # enough to keep the 2 CPUs busy (more only lengthens each case)
     rounds: int = 3  # the throughput runs are interleaved in this many rounds
     latency_requests: dict[int, int] = field(default_factory=lambda: {1: 50, 10: 150, 50: 400})
+    open_rates: tuple[float, ...] = (5, 20, 50)  # help requests per second of the open-loop runs
+    open_seconds: float = 20  # each rate lasts about this long (Poisson arrivals)...
+    open_min_requests: int = 150  # ...with at least this many requests
     waiting: int = 10_000
     scaling: tuple[int, ...] = (1, 2, 4)
     scaling_cases: int = 60  # cases of (a) per scaling step and per tuning variant
@@ -42,16 +45,19 @@ class Config:
     def for_quick(cls, waiting: int | None) -> "Config":
         return cls(quick=True, cases_a=10, cases_b=4, concurrency=6, rounds=1,
                    latency_requests={1: 10, 10: 20, 50: 50}, waiting=waiting if waiting is not None else 150,
-                   scaling=(1, 2), scaling_cases=6, tuning=False, get_requests=40, tuning_waiting=30,
+                   open_seconds=3, open_min_requests=15,
+                   scaling=(1, 2), scaling_cases=6, get_requests=40, tuning_waiting=30,
                    warmup=2)
 
 
 # Worker variants tried on case (a) and on opening waiting cases. Knobs are temporalio Worker arguments
 # (+ "runner", see bench/procs.py); the third item is DATABASE_POOL_SIZE of the worker (None: default).
+# Baseline kinds of the throughput runs → their spec in Results.baseline_specs.
+SPEC_OF = {"c-a": "a", "c-b": "b", "o-a": "old-a", "o-b": "old-b"}
+
 TUNING = [
-    ("worker.py as shipped (sandbox with worker.PASSTHROUGH)", {}, None),
-    ("sandbox, PASSTHROUGH + \"workflows\" (workflow modules imported once, not per run)",
-     {"runner": "passthrough_workflows"}, None),
+    ("worker.py as shipped (worker.workflow_runner())", {}, None),
+    ("strict sandbox: worker.PASSTHROUGH only (workflow modules re-imported for each run)", {"runner": "strict"}, None),
     ("no sandbox (UnsandboxedWorkflowRunner): the bound of what the sandbox costs", {"runner": "unsandboxed"}, None),
 ]
 
@@ -60,12 +66,17 @@ TUNING = [
 class Results:
     machine: dict = field(default_factory=dict)
     config: Config | None = None
-    shapes: dict[str, WorkflowShape] = field(default_factory=dict)  # "a", "b", "a-baseline", "b-baseline"
-    baseline_specs: dict[str, dict] = field(default_factory=dict)  # "a", "b" → bench.baseline.BaselineCase input
-    throughput: dict[str, sc.LoadResult] = field(default_factory=dict)  # "a", "b", "c-a", "c-b"
+    # "a", "b" (real cases), "a-baseline", "b-baseline" (their same-shape baselines), "a-old-baseline", ...
+    shapes: dict[str, WorkflowShape] = field(default_factory=dict)
+    old: dict = field(default_factory=dict)  # bench/old_shape.json: the recorded shape before the one-workflow change
+    # "a", "b", "old-a", "old-b" → bench.shape.baseline_spec (the scripts of bench.baseline.BaselineScript)
+    baseline_specs: dict[str, dict] = field(default_factory=dict)
+    # "a", "b" (real), "c-a", "c-b" (same-shape baselines), "o-a", "o-b" (old shape's baselines)
+    throughput: dict[str, sc.LoadResult] = field(default_factory=dict)
     scaling: dict[int, sc.LoadResult] = field(default_factory=dict)
     tuning: list[dict] = field(default_factory=list)
     latency: dict[tuple[str, int], tuple] = field(default_factory=dict)  # (condition, clients) → (Latency, req/s, cpu)
+    open_loop: list[dict] = field(default_factory=list)  # one per rate, see Bench.open_loop_rate
     waiting: dict = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
@@ -90,7 +101,7 @@ class Bench:
 
     # ------------------------------------------------------------------ load runs
     async def load(self, kind: str, n: int, concurrency: int, warmup: int | None = None) -> sc.LoadResult:
-        """n cases of `kind` ("a", "b", "c-a", "c-b") at `concurrency`, after `warmup` uncounted ones."""
+        """n cases of `kind` (see Results.throughput) at `concurrency`, after `warmup` uncounted ones."""
         st = self.stack
         warmup = self.cfg.warmup if warmup is None else warmup
         counters = sc.Counters()
@@ -105,17 +116,19 @@ class Bench:
                     case_ids.append(await fn(http, st.client, counters, o))
                 items = orders
             else:
-                spec = self.r.baseline_specs[kind[-1]]
+                key = SPEC_OF[kind]
+                spec = self.r.baseline_specs[key]
                 base = self.prefix("base")
 
                 async def one(i: int):
-                    case_ids.append(await sc.baseline_case(st.client, counters, f"{base}-{i}", spec, BASELINE_QUEUE))
+                    case_ids.append(await sc.baseline_case(st.client, counters, f"{base}-{i}", key, spec,
+                                                           BASELINE_QUEUE))
                 items = list(range(n + warmup))
             if warmup:
                 await sc.closed_loop(items[:warmup], min(warmup, concurrency), one)
             counters.conflicts = 0
             case_ids.clear()
-            meter = CpuMeter(lambda: st.cpu_roots(baseline=kind.startswith("c-"))).start()
+            meter = CpuMeter(lambda: st.cpu_roots(baseline=kind in SPEC_OF)).start()
             seconds, durations = await sc.closed_loop(items[warmup:], concurrency, one)
             cpu, _ = meter.stop()
         st.check_alive()
@@ -139,28 +152,37 @@ class Bench:
                 self.r.shapes[kind] = shape
                 self.r.baseline_specs[kind] = baseline_spec(shape, self.cfg.settle_after)
                 say(f"shape of ({kind}) from {case_id}:\n{shape.describe('    ')}")
+        self.r.old = old_shapes()
+        for kind in ("a", "b"):
+            self.r.baseline_specs[f"old-{kind}"] = {**self.r.old[kind]["spec"], "settle_after": self.cfg.settle_after}
+        for key, spec in self.r.baseline_specs.items():
+            save_scripts(st.scripts_dir, key, spec["scripts"])
 
     async def check_baseline_shapes(self) -> None:
+        """One baseline case of each spec, counted from its histories like the real ones."""
         st = self.stack
         counters = sc.Counters()
-        for kind in ("a", "b"):
-            case_id = f"{self.prefix('baseshape')}-{kind}"
-            await sc.baseline_case(st.client, counters, case_id, self.r.baseline_specs[kind], BASELINE_QUEUE)
-            self.r.shapes[f"{kind}-baseline"] = shape = await read_shape(st.client, case_id)
-            say(f"shape of baseline ({kind}):\n{shape.describe('    ')}")
+        for key in ("a", "b", "old-a", "old-b"):
+            case_id = f"{self.prefix('baseshape')}-{key}"
+            await sc.baseline_case(st.client, counters, case_id, key, self.r.baseline_specs[key], BASELINE_QUEUE)
+            name = f"{key.removeprefix('old-')}-{'old-' if key.startswith('old-') else ''}baseline"
+            self.r.shapes[name] = shape = await read_shape(st.client, case_id)
+            say(f"shape of {name}:\n{shape.describe('    ')}")
 
     # ------------------------------------------------------------------ phases
     async def phase_throughput(self) -> None:
-        """(a), (b) and their baselines, interleaved in rounds (a, c-a, b, c-b, a, ...) so that a change of
-        the machine's load (others' test runs) weighs on each of them alike. Both workers stay up."""
+        """(a), (b), their same-shape baselines and the old shape's baselines, interleaved in rounds (a, c-a,
+        o-a, b, c-b, o-b, a, ...) so that a change of the machine's load (others' test runs) weighs on each of
+        them alike. Both workers stay up."""
         cfg, st = self.cfg, self.stack
         await self.workers(1)
         await self.workers(1, baseline=True, replace=False)
         await self.learn_shapes()
         await self.check_baseline_shapes()
-        totals = {"a": cfg.cases_a, "c-a": cfg.cases_a, "b": cfg.cases_b, "c-b": cfg.cases_b}
+        totals = {"a": cfg.cases_a, "c-a": cfg.cases_a, "o-a": cfg.cases_a,
+                  "b": cfg.cases_b, "c-b": cfg.cases_b, "o-b": cfg.cases_b}
         for r in range(cfg.rounds):
-            for kind in ("a", "c-a", "b", "c-b"):
+            for kind in totals:
                 n = totals[kind] // cfg.rounds + (totals[kind] % cfg.rounds if r == cfg.rounds - 1 else 0)
                 res = await self.load(kind, n, cfg.concurrency, warmup=None if r == 0 else 0)
                 self.r.throughput[kind] = self.r.throughput[kind].add(res) if kind in self.r.throughput else res
@@ -323,6 +345,80 @@ class Bench:
                     if condition == "worker running":
                         await self._all_waiting()
         st.check_alive()
+
+    async def phase_openloop(self) -> None:
+        """Help requests at fixed arrival rates (open loop, Poisson arrivals): each POST sent at its arrival time
+        whether the earlier ones were answered or not, the worker running and processing the new cases
+        meanwhile. Between rates the worker catches up, so each rate starts from the same state."""
+        cfg, st = self.cfg, self.stack
+        await self.workers(1)
+        async with sc.api_client(st.api_url, connections=1000) as http:
+            for o in await seed_orders(st.pool, self.prefix("owarm"), 5, "validated"):  # warm-up
+                await sc.open_case(http, o, "cancellation")
+            await self._all_waiting()
+            for rate in cfg.open_rates:
+                res = await self.open_loop_rate(http, rate)
+                self.r.open_loop.append(res)
+                lat = res["latency"]
+                p50, p95, p99 = lat.pcts() if lat.samples else (float("nan"),) * 3
+                say(f"open loop at {rate:g}/s: {res['sent']} sent, {res['ok']} answered 201 "
+                    f"({res['achieved']:.1f}/s), {res['errors']} error(s); p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+                    f"p99 {p99:.0f} ms; worker caught up {res['catch_up_seconds']:.0f} s after the last arrival")
+        st.check_alive()
+
+    async def open_loop_rate(self, http, rate: float) -> dict:
+        """One open-loop run at `rate` requests/s. The latency of a request counts from its scheduled arrival
+        (a driver running late does not hide a slow server); any other answer than 201 (or none within the
+        client's timeout) is an error, counted, not raised."""
+        cfg, st = self.cfg, self.stack
+        n = max(cfg.open_min_requests, round(rate * cfg.open_seconds))
+        orders = await seed_orders(st.pool, self.prefix("open"), n, "validated")
+        rng = random.Random(int(rate * 1000))
+        arrivals, t = [], 0.0
+        for _ in orders:
+            t += rng.expovariate(rate)
+            arrivals.append(t)
+        lat = Latency()
+        errors: list[str] = []
+        lag: list[float] = []
+        done_at: list[float] = []
+
+        async def one(o: SeededOrder, due: float) -> None:
+            try:
+                r = await http.post(f"/v1/orders/{o.order_id}/help-requests", json={"kind": "cancellation"},
+                                    headers=sc.bearer(o.customer_token), timeout=30)
+                if r.status_code != 201:
+                    errors.append(f"{r.status_code} {r.text[:120]}")
+                    return
+            except Exception as e:  # noqa: BLE001 - a timeout or a reset connection is an error of the run
+                errors.append(type(e).__name__)
+                return
+            now = time.perf_counter()
+            lat.samples.append(now - due)
+            done_at.append(now)
+
+        meter = CpuMeter(st.cpu_roots).start()
+        t0 = time.perf_counter()
+        tasks = []
+        for o, at in zip(orders, arrivals):
+            delay = t0 + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lag.append(max(0.0, -delay))
+            tasks.append(asyncio.create_task(one(o, t0 + at)))
+        await asyncio.gather(*tasks)
+        end = time.perf_counter()
+        cpu, _ = meter.stop()
+        caught = await self._all_waiting(timeout=max(300.0, n))
+        span = arrivals[-1]
+        ok = len(lat.samples)
+        achieved = ok / (max(done_at) - t0) if done_at else 0.0
+        offered = n / span if span else 0.0
+        return {"rate": rate, "sent": n, "seconds": end - t0, "offered": offered, "ok": ok, "achieved": achieved,
+                "errors": len(errors), "error_kinds": sorted(set(errors))[:3], "latency": lat, "cpu": cpu,
+                "driver_lag_p99_ms": sorted(lag)[int(0.99 * (len(lag) - 1))] * 1000 if lag else 0.0,
+                "catch_up_seconds": caught,
+                "held": not errors and achieved >= 0.95 * offered}
 
     async def phase_waiting(self) -> None:
         """Tops the open cases up to N (cancellations of validated orders, each waiting for its seller under a

@@ -151,16 +151,17 @@ async def closed_loop(items: list, concurrency: int, run_one) -> tuple[float, li
     return time.perf_counter() - start, durations
 
 
-async def baseline_case(client, counters: Counters, case_id: str, spec: dict, task_queue: str) -> str:
-    """A baseline case (bench/baseline.py) of the shape `spec`, started and acted on with the Temporal
+async def baseline_case(client, counters: Counters, case_id: str, key: str, spec: dict, task_queue: str) -> str:
+    """A baseline case (bench/baseline.py) of the shape `spec` (its scripts saved under `key`), started and acted on with the Temporal
     client, the Updates retried while the case is not ready for them, as the API's callers do on 409."""
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+    from bench.baseline import script_input
     from workflows import search_attributes as sa
 
     handle = await client.start_workflow(
-        "BaselineCase", spec, id=case_id, task_queue=task_queue,
+        "BaselineScript", script_input(key, spec["scripts"], 0, spec["settle_after"]), id=case_id, task_queue=task_queue,
         search_attributes=TypedSearchAttributes([
             SearchAttributePair(sa.CASE_KIND, "baseline"), SearchAttributePair(sa.CASE_STAGE, "opening"),
             SearchAttributePair(sa.ORDER_ID, f"o-{case_id}"), SearchAttributePair(sa.SELLER_ID, "s"),

@@ -128,6 +128,11 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     pool: object | None = None  # asyncpg pool of the driver (seeding, checks)
 
+    @property
+    def scripts_dir(self) -> Path:
+        """Where the baseline's scripts are (bench/shape.py save_scripts / load_scripts)."""
+        return self.tmp / "scripts"
+
     # ------------------------------------------------------------------ addresses
     @property
     def temporal_address(self) -> str:
@@ -155,7 +160,7 @@ class Stack:
             "SMTP_HOST": HOST, "SMTP_PORT": str(self.ports["smtp"]),
             "GATEWAY_URL": self.gateway_url, "GATEWAY_API_KEY": GATEWAY_KEY, "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "ATTACHMENTS_DIR": str(self.tmp / "attachments"), "XDG_RUNTIME_DIR": str(self.tmp / "xdg"),
-            "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", "BENCH_SCRIPTS_DIR": str(self.scripts_dir),
         })
         env.update(extra)
         return env
