@@ -46,6 +46,12 @@ from tests.helpers.cases import (
 from tests.helpers.data import order_total
 from workflows.case import CaseWorkflow
 
+
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
+
 CARE = "care@marketplace.example"
 
 
@@ -138,7 +144,7 @@ async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker,
         actor=seller(party), decision="partial_refund", partial_amount_cents=3000, reason="Scratch on the back."))
     s = await wait_stage(handle, Stage.awaiting_customer_answer)  # an offer: the customer decides
     assert s.waiting_for == "customer" and s.wallet_credited_cents == 0
-    assert await mail_with(mail_sink, party["customer_email"], "A partial refund of 30.00 EUR is offered")
+    assert await mail_with(mail_sink, party["customer_email"], "A partial refund of €30.00 is offered")
     await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(actor=customer(party), accept=True))
     final = await handle.result()
     assert (final.outcome, final.wallet_credited_cents) == (Outcome.partially_refunded, 3000)
