@@ -90,7 +90,8 @@ def render_text(key: str, params: dict | None, locale: str) -> str:
     params["currency"] (EUR by default), kind/outcome/stage/category/status by their own keys, a
     {"text", "params"} dict a nested text (workflows/case/base.py `text`), anything else as is."""
     loc, params = locale_or_default(locale), params or {}
-    return translate(key, loc, **{name: _param(name, value, params, loc) for name, value in params.items()}).strip()
+    # Always formatted: a placeholder the workflow gave no value for is an error, never shown as "{x}".
+    return catalog(loc)[key].format(**{name: _param(name, value, params, loc) for name, value in params.items()}).strip()
 
 
 def _param(name: str, value, params: dict, locale: str):

@@ -89,8 +89,8 @@ async def test_defect_claim_refund_path(ts_env, pool, case_worker, gateway_sandb
     await handle.signal(CaseWorkflow.attachments_added, 2)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
     assert s.attachments == 2
-    asked = await mail_with(mail_sink, party["seller_email"], "Defect claim")
-    assert asked and "screen" in asked[0]["body"] and "Photos: 2" in asked[0]["body"]
+    asked = await mail_with(mail_sink, party["seller_email"], "Claim: Defective item on order")
+    assert asked and "Screen — The screen flickers" in asked[0]["body"] and "Photos: 2" in asked[0]["body"]
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(actor=seller(party), decision="refund"))
     s = await wait_stage(handle, Stage.awaiting_return_label)
     row = await pool.fetchval("SELECT detail FROM case_timeline WHERE case_id = $1 AND event = 'return_label_requested'",
