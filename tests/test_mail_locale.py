@@ -29,7 +29,7 @@ FRENCH_WORDS = re.compile(r"\b(votre|vous|commande|remboursement|étiquette|avan
 
 
 def plain(text: str) -> str:
-    return text.replace("\xa0", " ").replace("\u202f", " ")  # Babel's (narrow) no-break spaces
+    return text.replace("\xa0", " ").replace("\u202f", " ").strip()  # Babel's (narrow) no-break spaces
 
 
 async def walk_withdrawal(ts_env, pool, task_queue, party, gateway_sandbox, mail_sink) -> tuple[dict[str, list], object]:
