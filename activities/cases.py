@@ -25,6 +25,7 @@ from activities import db, ledger
 from activities.metrics import count_case_event
 from activities.gateway_client import GatewayClient, GatewayPermanentError
 from config import Settings
+from starter import i18n
 from domain.models import (
     Notification,
     OrderStatusChange,
@@ -58,6 +59,14 @@ def verify_signature(secret: str, body: bytes, header: str, tolerance_seconds: i
         return False
     expected = sign_webhook(secret, body, t).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def rendered(n: Notification, locale: str) -> Notification:
+    """The message in the recipient's locale (a keyed text), or as written (the payout's)."""
+    if n.text is None:
+        return n
+    subject, body = i18n.render_message(n.text, n.params, locale)
+    return n.model_copy(update={"subject": subject, "body": body})
 
 
 class CaseActivities:
@@ -111,30 +120,31 @@ class CaseActivities:
         """Sends the email; True when the recipient is a seller with a webhook to call as well (the
         workflow then delivers it separately, so a failing seller endpoint never holds the case)."""
         pool = await db.get_pool()
-        email, webhook_url, _ = await self._recipient(pool, n.recipient_role, n.recipient_id)
-        await self._send_email_once(pool, n, email)
+        email, webhook_url, _, locale = await self._recipient(pool, n.recipient_role, n.recipient_id)
+        await self._send_email_once(pool, rendered(n, locale), email)
         return bool(webhook_url)
 
     @activity.defn
     async def deliver_seller_webhook(self, n: Notification) -> None:
         pool = await db.get_pool()
-        _, webhook_url, webhook_secret = await self._recipient(pool, n.recipient_role, n.recipient_id)
+        _, webhook_url, webhook_secret, locale = await self._recipient(pool, n.recipient_role, n.recipient_id)
         if webhook_url:
-            await self._send_webhook_once(pool, n, webhook_url, webhook_secret or "")
+            await self._send_webhook_once(pool, rendered(n, locale), webhook_url, webhook_secret or "", locale)
 
-    async def _recipient(self, pool, role: Role, recipient_id: str) -> tuple[str, str | None, str | None]:
+    async def _recipient(self, pool, role: Role, recipient_id: str) -> tuple[str, str | None, str | None, str]:
+        """email, webhook url and secret, locale (care reads the marketplace's default, French)."""
         if role == Role.agent:
-            return self.settings.care_email, None, None
+            return self.settings.care_email, None, None, i18n.DEFAULT_LOCALE
         if role == Role.customer:
-            row = await pool.fetchrow("SELECT email FROM customers WHERE customer_id = $1", recipient_id)
+            row = await pool.fetchrow("SELECT email, locale FROM customers WHERE customer_id = $1", recipient_id)
             if row is None:
                 raise ApplicationError(f"unknown customer {recipient_id}", type="UnknownRecipient", non_retryable=True)
-            return row["email"], None, None
+            return row["email"], None, None, row["locale"]
         row = await pool.fetchrow(
-            "SELECT email, webhook_url, webhook_secret FROM sellers WHERE seller_id = $1", recipient_id)
+            "SELECT email, webhook_url, webhook_secret, locale FROM sellers WHERE seller_id = $1", recipient_id)
         if row is None:
             raise ApplicationError(f"unknown seller {recipient_id}", type="UnknownRecipient", non_retryable=True)
-        return row["email"], row["webhook_url"], row["webhook_secret"]
+        return row["email"], row["webhook_url"], row["webhook_secret"], row["locale"]
 
     async def _claim(self, pool, n: Notification, channel: str, recipient: str) -> bool:
         """Registers the message; False when it was already sent (a retry or a replayed step)."""
@@ -168,11 +178,12 @@ class CaseActivities:
         await aiosmtplib.send(msg, hostname=self.settings.smtp_host, port=self.settings.smtp_port, timeout=10)
         await self._mark_sent(pool, n, "email")
 
-    async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str) -> None:
+    async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str, locale: str) -> None:
         if not await self._claim(pool, n, "webhook", url):
             return
         body = json.dumps({
-            "id": n.message_key, "event": n.event or "case.updated", "case_id": n.case_id,
+            "id": n.message_key, "message_key": n.message_key, "event": n.event or "case.updated",
+            "case_id": n.case_id, "text": n.text, "locale": locale,
             "subject": n.subject, "message": n.body,
         }).encode()
         resp = await self.http.post(url, content=body, headers={

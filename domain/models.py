@@ -197,7 +197,11 @@ class CaseState(BaseModel):
     refunded_cents: int = 0
     wallet_credited_cents: int = 0
     currency: str = "EUR"
-    closed_reason: str | None = None
+    closed_reason: str | None = None  # cases closed before reasons were keyed: as written (English)
+    # Why the case closed: a catalog key (starter/locales, `reason.*`) and its params, read in each
+    # reader's locale (starter/i18n.render_text).
+    closed_reason_key: str | None = None
+    closed_reason_params: dict = Field(default_factory=dict)
     decision: str | None = None
     return_label_url: str | None = None
     tracking_numbers: list[str] = Field(default_factory=list)  # return and outbound parcels (carrier webhook)
@@ -230,12 +234,16 @@ class TimelineEvent(BaseModel):
 
 
 class Notification(BaseModel):
-    """A message to a customer or seller. message_key makes sending it idempotent."""
+    """A message to a customer or seller. message_key makes sending it idempotent. The case names its
+    text by catalog key + params (rendered in the recipient's locale by the activity); the payout
+    workflow still gives subject and body as written."""
     message_key: str
     recipient_role: Role
     recipient_id: str
-    subject: str
-    body: str
+    subject: str = ""
+    body: str = ""
+    text: str | None = None
+    params: dict = Field(default_factory=dict)
     case_id: str | None = None
     event: str | None = None  # for sellers' webhooks: machine-readable event type
 

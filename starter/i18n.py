@@ -4,7 +4,11 @@ format (`399,89 €` in French).
 
 Messages are looked up by key (`translate("stage.in_transit", "fr")`), with `{name}` parameters; a
 key missing from a catalog is an error, never a silent fallback (tests/test_i18n.py walks both
-catalogs). Workflow message texts can move here by key: `translate` is pure and deterministic.
+catalogs).
+
+The case's emails and seller webhooks live here too: the workflow names a text by key with JSON-able
+params (`mail.label_asked` has `.subject` and `.body`; a closing reason is one `reason.*` key), and the
+notify activity renders it in the recipient's locale (`render_message`, `render_text`).
 """
 from __future__ import annotations
 
@@ -74,3 +78,36 @@ def day(moment: datetime | str | None, locale: str) -> str:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return format_date(moment.astimezone(PARIS), "long", locale=locale_or_default(locale))
+
+
+# Params rendered by their name (the workflow passes only JSON values, the locale decides the words).
+BY_NAME = {"kind": "kind.{}", "outcome": "outcome.{}", "stage": "stage.{}", "category": "category.{}",
+           "status": "order.status.{}"}
+
+
+def render_text(key: str, params: dict | None, locale: str) -> str:
+    """One catalog text with its params: `*_at` an ISO moment (when()), `*_cents` an amount in
+    params["currency"] (EUR by default), kind/outcome/stage/category/status by their own keys, a
+    {"text", "params"} dict a nested text (workflows/case/base.py `text`), anything else as is."""
+    loc, params = locale_or_default(locale), params or {}
+    # Always formatted: a placeholder the workflow gave no value for is an error, never shown as "{x}".
+    return catalog(loc)[key].format(**{name: _param(name, value, params, loc) for name, value in params.items()}).strip()
+
+
+def _param(name: str, value, params: dict, locale: str):
+    if isinstance(value, dict) and "text" in value:
+        return render_text(value["text"], value.get("params"), locale)
+    if value is None:
+        return ""
+    if name.endswith("_at"):
+        return when(value, locale)
+    if name.endswith("_cents"):
+        return money(value, params.get("currency") or "EUR", locale)
+    if name in BY_NAME:
+        return translate(BY_NAME[name].format(value), locale)
+    return value
+
+
+def render_message(text: str, params: dict | None, locale: str) -> tuple[str, str]:
+    """An email / webhook message: (subject, body) of `text` in the locale."""
+    return render_text(f"{text}.subject", params, locale), render_text(f"{text}.body", params, locale)

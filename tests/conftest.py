@@ -86,6 +86,14 @@ async def party(pool):
     return await make_party(pool)
 
 
+@pytest.fixture
+async def party_en(pool):
+    """The same, both reading English (tests that read the emails' English texts)."""
+    from tests.helpers.data import make_party
+
+    return await make_party(pool, locale="en")
+
+
 # ----------------------------------------------------------------------------- outside world
 @pytest.fixture(scope="session")
 def mail_sink():

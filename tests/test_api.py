@@ -134,7 +134,7 @@ async def test_paid_order_help_request_ends_refunded_through_the_signed_webhook(
                    if x["payment_intent"] == f"pi_{order_id}"]
     assert len(refunds) == 1 and refunds[0]["status"] == "succeeded"
     assert await pool.fetchval("SELECT status FROM refunds WHERE case_id = $1", case_id) == "succeeded"
-    assert await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
+    assert await mail_with(mail_sink, party["customer_email"], "est close (remboursée)")  # French, the default
 
 
 async def test_payment_webhook_refuses_bad_and_stale_signatures(api):

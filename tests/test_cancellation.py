@@ -25,6 +25,7 @@ from domain.policy import Policy
 from tests.helpers.servers import ServedApp, closed_port
 from tests.helpers.data import make_order, make_party, order_total
 from tests.helpers.cases import (
+    closed_reason,
     jump_to,
     mail_with,
     mails_to,
@@ -38,6 +39,12 @@ from tests.helpers.cases import (
     wait_stage,
 )
 from workflows.case import CaseWorkflow
+
+
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
 
 
 
@@ -69,7 +76,7 @@ async def test_paid_order_is_cancelled_and_refunded_in_full_once(ts_env, pool, c
     await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
     subjects = [m["subject"] for m in mails_to(mail_sink, party["customer_email"])]
     assert any("received" in s for s in subjects)
-    assert any("refund of 254.99 EUR is on its way" in s for s in subjects)
+    assert any("refund of €254.99 is on its way" in s for s in subjects)
     assert any("closed (refunded)" in s for s in subjects)
     assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
 
@@ -107,7 +114,7 @@ async def test_validated_order_seller_refuses_already_shipped(ts_env, pool, case
         actor=Actor(role=Role.seller, id=party["seller_id"]), decision="refuse", reason="Parcel left this morning."))
     final = await handle.result()
     assert (final.stage, final.outcome) == (Stage.closed, Outcome.refused)
-    assert "withdrawal period" in final.closed_reason
+    assert "withdrawal period" in closed_reason(final)
     assert await order_status(pool, order_id) == "validated"
     assert await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}") == []
     closing = await mail_with(mail_sink, party["customer_email"], "closed (refused)")
@@ -120,7 +127,7 @@ async def test_shipped_or_delivered_order_is_refused_with_the_reason(ts_env, poo
     handle = await start_case(ts_env, pool, task_queue, order_id)
     final = await handle.result()
     assert (final.stage, final.outcome) == (Stage.closed, Outcome.refused)
-    assert f"already {status}" in final.closed_reason
+    assert f"already {status}" in closed_reason(final)
     assert await order_status(pool, order_id) == status
 
 
@@ -158,7 +165,7 @@ async def test_seller_silent_across_a_weekend_and_a_holiday_escalates_at_the_bus
     await jump_to(ts_env, calendar.end_of_paris_day(tuesday) + timedelta(seconds=2))
     s = await wait_stage(handle, Stage.awaiting_care)
     assert s.escalated and "did not answer" in s.escalation_reason
-    assert await mail_with(mail_sink, "care@marketplace.example", f"Case {handle.id} escalated")
+    assert await mail_with(mail_sink, "care@marketplace.example", f"Demande {handle.id} escaladée")  # care reads French
     row = await pool.fetchrow("SELECT stage, state FROM cases WHERE case_id = $1", handle.id)
     assert row["stage"] == "awaiting_care" and row["state"]["escalated"] is True
 
@@ -185,7 +192,7 @@ async def test_settlement_overdue_alerts_care_then_settles(ts_env, pool, case_wo
     await jump_to(ts_env, s.deadline + timedelta(minutes=1))
     s = await wait_for(handle, lambda s: s.escalated)
     assert s.stage == Stage.awaiting_bank_settlement and "not settled" in s.escalation_reason
-    assert await mail_with(mail_sink, "care@marketplace.example", f"Case {handle.id} escalated")
+    assert await mail_with(mail_sink, "care@marketplace.example", f"Demande {handle.id} escaladée")  # care reads French
     await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
     final = await handle.result()
     assert final.outcome == Outcome.refunded and final.refunded_cents == order_total()
@@ -276,7 +283,14 @@ async def test_seller_webhook_is_signed_and_a_failing_endpoint_does_not_hold_the
         body, signature, key = received[0]
         assert verify_signature("s3cret", body, signature) and not verify_signature("other", body, signature)
         assert key == f"{handle.id}:decision-asked"
-        assert __import__("json").loads(body)["event"] == "cancellation.requested"
+        payload = __import__("json").loads(body)
+        assert payload["event"] == "cancellation.requested"
+        # In the seller's locale (French by default), with the message's key and the text's key.
+        assert (payload["message_key"], payload["text"], payload["locale"]) == (
+            key, "mail.cancellation_asked", "fr")
+        order_id = (await handle.query(CaseWorkflow.get_state)).order_id
+        assert payload["subject"] == f"Annulation demandée sur la commande {order_id}"
+        assert "Acceptez ou refusez avant le" in payload["message"] and "heure de Paris" in payload["message"]
     finally:
         await served.stop()
 

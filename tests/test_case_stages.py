@@ -32,6 +32,7 @@ from domain.models import (
 )
 from domain.policy import Policy
 from tests.helpers.cases import (
+    closed_reason,
     AGENT,
     customer,
     deliver,
@@ -52,6 +53,12 @@ from tests.helpers.cases import (
 from tests.helpers.data import make_order, order_total
 from tests.helpers.gates import gated_worker, message_gate, record_gate
 from workflows.case import CaseWorkflow
+
+
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
 
 CARE = "care@marketplace.example"
 
@@ -162,7 +169,7 @@ async def test_return_parcel_never_reported_escalates_then_care_marks_it_receive
     s = await wait_for(handle, lambda s: s.escalated)
     assert s.stage == Stage.in_transit and "parcel not received" in s.escalation_reason
     assert s.deadline == s.deadlines["care"] and s.deadline > await ts_env.get_current_time()
-    assert await mail_with(mail_sink, CARE, "escalated")
+    assert await mail_with(mail_sink, CARE, "escaladée")  # care reads French
     # Nobody acts by the care deadline: care must decide.
     await jump_to(ts_env, s.deadline + timedelta(minutes=1))
     s = await wait_stage(handle, Stage.awaiting_care)
@@ -239,8 +246,8 @@ async def test_care_waits_under_its_own_deadline_with_a_second_level_escalation(
     await jump_to(ts_env, first + timedelta(minutes=1))
     s = await wait_for(handle, lambda s: s.deadline and s.deadline > first)
     assert s.stage == Stage.awaiting_care and "second-level" in s.escalation_reason
-    assert await mail_with(mail_sink, CARE, "(second level)")
-    assert await mail_with(mail_sink, CARE, "Reminder: case")
+    assert await mail_with(mail_sink, CARE, "(second niveau)")
+    assert await mail_with(mail_sink, CARE, "Rappel : la demande")
     await handle.execute_update(CaseWorkflow.care_resolve, care(CareResolution.close, "Seller reached by phone."))
     assert (await handle.result()).outcome == Outcome.closed_by_care
 
@@ -340,6 +347,6 @@ async def test_care_forces_a_cancellation_of_an_order_shipped_meanwhile_and_it_i
     await pool.execute("UPDATE orders SET status = 'shipped' WHERE order_id = $1", order_id)  # the seller shipped
     await handle.execute_update(CaseWorkflow.care_resolve, care(CareResolution.force_refund, "Customer insists."))
     final = await handle.result()
-    assert final.outcome == Outcome.refused and "already shipped" in final.closed_reason
+    assert final.outcome == Outcome.refused and "already shipped" in closed_reason(final)
     assert await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}") == []
     assert await pool.fetchval("SELECT status FROM orders WHERE order_id = $1", order_id) == "shipped"

@@ -115,7 +115,7 @@ async def test_defect_claim_with_photos_to_refund_through_the_api(stack, pool, m
                    if x["payment_intent"] == f"pi_{order_id}"]
     assert len(refunds) == 1 and refunds[0]["amount"] == order_total() and refunds[0]["status"] == "succeeded"
     assert await pool.fetchval("SELECT count(*) FROM refunds WHERE case_id = $1", case_id) == 1
-    assert await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
+    assert await mail_with(mail_sink, party["customer_email"], "est close (remboursée)")  # French, the default
     # The Temporal UI's view of it: search attributes and a summary.
     desc = await client.get_workflow_handle(case_id).describe()
     assert (await desc.static_summary()).startswith("Defect claim · order")

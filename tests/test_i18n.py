@@ -47,7 +47,8 @@ def test_both_catalogs_have_the_same_keys_all_translated_with_the_same_parameter
 def test_the_french_catalog_is_french():
     fr, en = i18n.catalog("fr"), i18n.catalog("en")
     alike = {"case.photos", "wallet.date"}  # the same word in both languages
-    same = [k for k in fr if fr[k] == en[k] and not k.startswith("lang.") and k not in alike]
+    same = [k for k in fr if fr[k] == en[k] and not k.startswith("lang.") and k not in alike
+            and not re.fullmatch(r"\{\w+\}", fr[k])]  # a body that is its param alone (the reason)
     assert same == [], f"French texts identical to the English ones: {same}"
 
 
@@ -128,3 +129,48 @@ def test_amounts_and_dates_in_each_locales_format_in_paris_time():
     winter = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)  # UTC+1
     assert i18n.when(winter.isoformat(), "fr") == "5 janvier 2026, 09:00"
     assert i18n.day(winter, "en") == "January 5, 2026"
+
+
+def message_keys() -> set[str]:
+    """Every catalog key the case workflows send by (emails, seller webhooks, closing reasons)."""
+    source = "\n".join(p.read_text() for p in (ROOT / "workflows").rglob("*.py"))
+    used = set(re.findall(r'"((?:mail|reason)\.[a-z0-9_.]+)"', source))
+    # seller_decision(case, event, "<key>") sends <key> and, as its reminder, <key>_reminder.
+    used |= {k + "_reminder" for k in re.findall(r'seller_decision\(\s*case,[^,]+,\s*"(mail\.\w+)"', source)}
+    return used
+
+
+def catalog_keys_of(key: str) -> set[str]:
+    """A message key is its subject and body; a part or a reason is one text."""
+    return {key} if key.startswith(("reason.", "mail.part.")) else {f"{key}.subject", f"{key}.body"}
+
+
+@pytest.mark.parametrize("locale", i18n.LOCALES)
+def test_every_message_key_of_the_workflows_is_in_the_catalog_and_every_message_text_is_used(locale):
+    used = message_keys()
+    assert {"mail.label_asked", "mail.case_closed", "reason.withdrawal_returned", "mail.cancellation_asked_reminder",
+            "mail.claim_asked_reminder", "mail.part.replacement"} <= used  # the scan sees them
+    wanted = set().union(*(catalog_keys_of(k) for k in used))
+    assert sorted(k for k in wanted if not i18n.has(k, locale)) == []
+    messages = {k for k in i18n.catalog(locale) if k.startswith(("mail.", "reason."))}
+    assert sorted(messages - wanted) == []  # no text left behind by a message that changed
+
+
+def test_a_message_renders_its_params_in_the_readers_locale():
+    params = {"amount_cents": 25499, "currency": "EUR", "order_id": "ord_1", "due_at": "2026-07-14T22:30:00+00:00"}
+    subject, body = i18n.render_message("mail.activation_asked", params, "fr")
+    assert subject == "Activez le remboursement de la commande ord_1"
+    assert body.replace("\xa0", " ") == ("Le produit retourné de la commande ord_1 a été reçu. Activez le "
+                                         "remboursement de 254,99 € avant le 15 juillet 2026, 00:30 (heure de Paris).")
+    assert i18n.render_message("mail.activation_asked", params, "en")[1] == (
+        "The returned item of order ord_1 was received. Activate the refund of €254.99 before July 15, 2026, "
+        "12:30\u202fAM (Paris time).")
+    # A nested text (the closing reason), kind / outcome / order status by their own keys.
+    closing = {"case_id": "case_1", "outcome": "refused", "reason": {"text": "reason.order_already",
+                                                                     "params": {"status": "shipped"}}}
+    subject, body = i18n.render_message("mail.case_closed", closing, "fr")
+    assert subject == "Votre demande case_1 est close (refusée)"
+    assert body.startswith("La commande est déjà expédiée : elle ne peut plus être annulée.")
+    assert i18n.render_text("reason.refunded_at_legal_deadline", {"kind": "withdrawal"}, "en").startswith("Withdrawal:")
+    with pytest.raises(KeyError):  # a param the text needs and the workflow did not give
+        i18n.render_text("reason.order_already", {}, "fr")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
+import pytest
+
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from domain import calendar
@@ -32,6 +34,12 @@ from tests.helpers.data import order_total
 from workflows import search_attributes as sa
 from workflows.case import CaseWorkflow
 from workflows.common import fmt
+
+
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
 
 CARE = "care@marketplace.example"
 ITEMS, DELIVERY = 24900, 599  # the test order (tests/helpers/data.py)
@@ -62,7 +70,7 @@ async def test_shipped_on_day_13_the_marketplace_refunds_on_day_14_with_the_parc
     s = await wait_for(handle, lambda s: s.legal_refund_due is not None and s.escalated)
     assert s.legal_refund_due == due and s.deadlines["legal_refund"] == due
     assert "legal refund deadline" in s.escalation_reason
-    assert await mail_with(mail_sink, CARE, "escalated")
+    assert await mail_with(mail_sink, CARE, "escaladée")  # care reads French
     described = await handle.describe()
     assert described.typed_search_attributes.get(sa.LEGAL_REFUND_DUE) == due
     # The Temporal UI's current details (the SDK's metadata query) show it.

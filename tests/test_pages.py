@@ -333,6 +333,12 @@ async def test_inbox_lists_open_cases_by_deadline_overdue_first(stack, pool):
     r = await customer.post(f"/orders/{shipped}/help", data={"kind": "cancellation", "csrf": customer.csrf})
     closed = r.headers["location"].rsplit("/", 1)[-1]
     await wait_stage(pool, closed, "closed")
+    # Why it closed, in the reader's language (a keyed reason: reason.order_already).
+    page = (await customer.get(f"/cases/{closed}")).text
+    assert '<p class="why" id="closed-why">La commande est déjà expédiée : elle ne peut plus être annulée.' in page
+    await customer.post("/locale", data={"locale": "en", "back": "/cases", "csrf": customer.csrf})
+    page = (await customer.get(f"/cases/{closed}")).text
+    assert '<p class="why" id="closed-why">The order is already shipped: it can no longer be cancelled.' in page
     now = datetime.now(timezone.utc)
     # The cases wait for the label: nothing rewrites their read model meanwhile, so their deadlines can be set.
     for case_id, deadline in ((later, now + timedelta(days=2)), (overdue, now - timedelta(hours=1)),

@@ -46,6 +46,12 @@ from tests.helpers.cases import (
 from tests.helpers.data import order_total
 from workflows.case import CaseWorkflow
 
+
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
+
 CARE = "care@marketplace.example"
 
 
@@ -83,8 +89,8 @@ async def test_defect_claim_refund_path(ts_env, pool, case_worker, gateway_sandb
     await handle.signal(CaseWorkflow.attachments_added, 2)
     s = await wait_stage(handle, Stage.awaiting_seller_decision)
     assert s.attachments == 2
-    asked = await mail_with(mail_sink, party["seller_email"], "Defect claim")
-    assert asked and "screen" in asked[0]["body"] and "Photos: 2" in asked[0]["body"]
+    asked = await mail_with(mail_sink, party["seller_email"], "Claim: Defective item on order")
+    assert asked and "Screen — The screen flickers" in asked[0]["body"] and "Photos: 2" in asked[0]["body"]
     await handle.execute_update(CaseWorkflow.decide, DecisionRequest(actor=seller(party), decision="refund"))
     s = await wait_stage(handle, Stage.awaiting_return_label)
     row = await pool.fetchval("SELECT detail FROM case_timeline WHERE case_id = $1 AND event = 'return_label_requested'",
@@ -138,7 +144,7 @@ async def test_partial_refund_credits_the_wallet_once(ts_env, pool, case_worker,
         actor=seller(party), decision="partial_refund", partial_amount_cents=3000, reason="Scratch on the back."))
     s = await wait_stage(handle, Stage.awaiting_customer_answer)  # an offer: the customer decides
     assert s.waiting_for == "customer" and s.wallet_credited_cents == 0
-    assert await mail_with(mail_sink, party["customer_email"], "A partial refund of 30.00 EUR is offered")
+    assert await mail_with(mail_sink, party["customer_email"], "A partial refund of €30.00 is offered")
     await handle.execute_update(CaseWorkflow.answer_offer, OfferAnswer(actor=customer(party), accept=True))
     final = await handle.result()
     assert (final.outcome, final.wallet_credited_cents) == (Outcome.partially_refunded, 3000)

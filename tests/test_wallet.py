@@ -252,5 +252,6 @@ async def test_card_refund_refused_for_good_falls_back_to_the_wallet(ts_env, poo
         Outcome.refunded_to_wallet, order_total(), 0)
     w = await wallet_of(pool, party["customer_id"])
     assert w["available_cents"] == order_total()
-    closing = await mail_with(mail_sink, party["customer_email"], "closed (refunded_to_wallet)")
-    assert closing and "could not be refunded" in closing[0]["body"] and "wallet" in closing[0]["body"]
+    # French (the customer's default locale); the payout emails above stay English (workflows/payout.py).
+    closing = await mail_with(mail_sink, party["customer_email"], "est close (remboursée sur le porte-monnaie)")
+    assert closing and "n'a pas pu être remboursée" in closing[0]["body"] and "porte-monnaie" in closing[0]["body"]

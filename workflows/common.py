@@ -26,13 +26,26 @@ def fmt(moment: datetime | None) -> str:
 
 async def send(case_id: str, key: str, role: Role, recipient: str, subject: str, body: str,
                event: str | None = None) -> bool:
+    """A message as written (the payout workflow's, English)."""
+    return await deliver(Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
+                                      subject=subject, body=body, case_id=case_id, event=event))
+
+
+async def send_text(case_id: str, key: str, role: Role, recipient: str, text: str, params: dict,
+                    event: str | None = None) -> bool:
+    """A message named by catalog key (starter/locales/*.po), rendered in the recipient's locale by the
+    activity."""
+    return await deliver(Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
+                                      text=text, params=params, case_id=case_id, event=event))
+
+
+async def deliver(n: Notification) -> bool:
     """Email (+ seller webhook) once per key. A message undeliverable for a day must not block the case:
     returns False then, and the caller records it. A cancellation of the workflow is never swallowed."""
-    n = Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
-                     subject=subject, body=body, case_id=case_id, event=event)
+    what = n.text or n.subject
     try:
         has_webhook = await workflow.execute_activity_method(
-            CaseActivities.notify, n, summary=f"{role.value}: {subject}", **NOTIFY_ACTIVITY)
+            CaseActivities.notify, n, summary=f"{n.recipient_role.value}: {what}", **NOTIFY_ACTIVITY)
     except ActivityError as e:
         if is_cancelled_exception(e):
             raise
@@ -41,7 +54,7 @@ async def send(case_id: str, key: str, role: Role, recipient: str, subject: str,
         # Its own workflow, not awaited: a seller endpoint that fails for hours delays nobody.
         await workflow.start_child_workflow(
             SellerWebhookWorkflow.run, n, id=f"webhook-{n.message_key}",
-            parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"Seller webhook: {subject}")
+            parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"Seller webhook: {what}")
     return True
 
 

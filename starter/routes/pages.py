@@ -268,7 +268,10 @@ async def _case_context(p: Page, svc, case_id: str) -> dict:
     reason = case.get("escalation_reason")
     # The stage table's escalation texts are known: translated; anything else (care's lead...) as written.
     escalation = (p.t(f"escalation.{ESCALATIONS[reason]}") if reason in ESCALATIONS else reason) or ""
-    return {"case": case, "escalation": escalation, "actions": offered(p.who.role, case["stage"]),
+    # Why it closed: the keyed reason in the reader's locale; cases closed before keys: as written.
+    closed_why = (i18n.render_text(case["closed_reason_key"], case.get("closed_reason_params"), p.locale)
+                  if case.get("closed_reason_key") else case.get("closed_reason") or "")
+    return {"case": case, "escalation": escalation, "closed_why": closed_why, "actions": offered(p.who.role, case["stage"]),
             "decisions": decisions, "resolutions": [r.value for r in CareResolution],
             "photos_open": (p.who.role == Role.customer and kind == CaseKind.defect
                             and case["stage"] in PHOTO_STAGES),

@@ -176,3 +176,11 @@ async def walk_to_received(ts_env, handle, party):
     await ship(handle, party)
     await wait_stage(handle, Stage.in_transit)
     await deliver(ts_env, handle)
+
+
+def closed_reason(state, locale: str = "en") -> str:
+    """Why a case closed (a CaseState or its read-model dict), as the reader of `locale` reads it."""
+    from starter import i18n
+
+    s = state if isinstance(state, dict) else state.model_dump(mode="json")
+    return i18n.render_text(s["closed_reason_key"], s["closed_reason_params"], locale)

@@ -12,13 +12,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
-async def make_party(pool, *, seller_webhook_url: str | None = None, seller_webhook_secret: str | None = None) -> dict:
-    """A customer and a seller with tokens. Returns ids, emails and tokens."""
+async def make_party(pool, *, seller_webhook_url: str | None = None, seller_webhook_secret: str | None = None,
+                     locale: str = "fr") -> dict:
+    """A customer and a seller with tokens, both reading `locale` (French, the default, or English).
+    Returns ids, emails and tokens."""
     customer, seller = new_id("cust"), new_id("seller")
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO customers VALUES ($1, $2, $3)", customer, "Test Customer", f"{customer}@example.com")
         await conn.execute("INSERT INTO sellers VALUES ($1, $2, $3, $4, $5)", seller, "Test Seller",
                            f"{seller}@example.com", seller_webhook_url, seller_webhook_secret)
+        await conn.execute("UPDATE customers SET locale = $2 WHERE customer_id = $1", customer, locale)
+        await conn.execute("UPDATE sellers SET locale = $2 WHERE seller_id = $1", seller, locale)
         return {
             "customer_id": customer, "seller_id": seller,
             "customer_email": f"{customer}@example.com", "seller_email": f"{seller}@example.com",

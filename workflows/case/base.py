@@ -25,13 +25,20 @@ ALLOWED_DECISIONS = {
 }
 
 
+def text(key: str, **params) -> dict:
+    """A catalog text named by key (starter/locales/*.po) with JSON-able params, rendered in the reader's
+    locale outside the workflow (starter/i18n.render_text): a closing reason, or a part of a message."""
+    return {"text": key, "params": params}
+
+
 @dataclass
 class Msg:
-    """A message of a stage: to whom, idempotency key (per case), subject, body, seller webhook event."""
+    """A message of a stage: to whom, idempotency key (per case), catalog text key (`<text>.subject`,
+    `<text>.body`) with its params, seller webhook event."""
     to: Role
     key: str
-    subject: str
-    body: str
+    text: str
+    params: dict
     event: str | None = None
 
 

@@ -19,12 +19,11 @@ from temporalio import workflow
 from activities.wallet import WalletActivities
 from domain import legal
 from domain.models import CaseKind, LateRefund, Money, WalletCredit
+from workflows.case.base import text
 from workflows.common import euros, fmt
 from workflows.options import RECORD_ACTIVITY
 
 PATCH = "legal-refund-due"
-RULE = ("Code de la consommation, L221-24: a withdrawal is refunded within 14 days of the request, or of "
-        "the first proof of shipment or receipt when later; L242-4: a late refund is increased")
 
 
 @dataclass
@@ -105,11 +104,10 @@ class LegalRefund:
                 summary=f"late-refund increase {euros(cents, order.currency)}", **RECORD_ACTIVITY)
         await case.record("late_refund_increase_credited", late.model_dump(mode="json"))
         await case.notify_customer(
-            "late-increase", f"Your refund was {days} days late: {euros(cents, order.currency)} added to your wallet",
-            f"The refund of {euros(refunded_cents, order.currency)} for order {order.order_id} was made on "
-            f"{fmt(self.made_at)}, {days} days after the legal deadline of {fmt(self.due)} (Europe/Paris). "
-            f"{RULE} by {late.percent} % ({'the legal interest rate, up to 10 days late' if days <= 10 else f'{days} days late'}"
-            f"), at most the price of the product: {euros(cents, order.currency)} was credited to your wallet.")
+            "late-increase", "mail.late_increase", days=days, increase_cents=cents, refunded_cents=refunded_cents,
+            currency=order.currency, order_id=order.order_id, made_at=self.made_at.isoformat(),
+            due_at=self.due.isoformat(), percent=late.percent,
+            how=text("mail.part.rate_up_to_10_days") if days <= 10 else text("mail.part.days_late", days=days))
 
 
 async def _until(done, at: datetime) -> bool:

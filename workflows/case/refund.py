@@ -16,8 +16,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from activities.cases import REFUND_EXCEEDS_PAID, REFUND_REJECTED, CaseActivities
 from activities.wallet import WalletActivities
 from domain.models import GatewayEvent, Money, Outcome, RefundRequest, Role, Stage, WalletCredit
-from workflows.case.base import Msg
-from workflows.common import euros, fmt
+from workflows.case.base import Msg, text
+from workflows.common import euros
 from workflows.options import MONEY_ACTIVITY, RECORD_ACTIVITY
 
 # Only a card that can no longer take money sends the refund to the wallet (Stripe's failure reasons
@@ -34,7 +34,7 @@ class RefundResult:
     cents: int | None = None  # what was refunded
 
 
-async def refund_in_full_and_close(case, why: str, activation_from: datetime | None = None) -> None:
+async def refund_in_full_and_close(case, why: dict, activation_from: datetime | None = None) -> None:
     """The total refund to the card: what the order paid (items + delivery fee), less what its cases
     already gave back (a partial refund to the wallet, an earlier refund). A card that can no longer
     take money falls back to the wallet; any other failure goes to customer care (one forced refund
@@ -49,9 +49,8 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
     result = await refund_card(case, left, why, activation_from=activation_from, at_most_remainder=True)
     left = result.cents or left
     if left < order.total_cents:
-        why = (f"{why}; {euros(order.total_cents - left, order.currency)} of the "
-               f"{euros(order.total_cents, order.currency)} paid were already refunded, so the refund is "
-               f"{euros(left, order.currency)}")
+        why = text("reason.refund_reduced", why=why, already_cents=order.total_cents - left,
+                   paid_cents=order.total_cents, refund_cents=left, currency=order.currency)
     if result.settled:
         await case.legal.pay_increase_if_late(case, left)
         return await case.close(Outcome.refunded, why)
@@ -61,30 +60,30 @@ async def refund_in_full_and_close(case, why: str, activation_from: datetime | N
             await case.care_decides("the card is closed and the wallet credit would exceed what the order paid")
             raise AssertionError("care_decides without a stage to go back to always ends in a stop")
         await case.legal.pay_increase_if_late(case, left)
-        return await case.close(Outcome.refunded_to_wallet, (
-            f"Your card could not be refunded ({result.failed_reason}), so {euros(left, case.state.currency)} "
-            "was credited to your wallet. You can transfer it to your bank account at any time."))
+        return await case.close(Outcome.refunded_to_wallet, text(
+            "reason.card_refund_to_wallet", failure=result.failed_reason, amount_cents=left,
+            currency=case.state.currency))
     await case.care_decides(f"card refund failed: {result.failed_reason}")
     raise AssertionError("care_decides without a stage to go back to always ends in a stop")
 
 
-async def refund_card(case, cents: int, why: str, activation_from: datetime | None = None,
+async def refund_card(case, cents: int, why: dict, activation_from: datetime | None = None,
                       at_most_remainder: bool = False) -> RefundResult:
     inp, order = case.inp, case.inp.order
     money = euros(cents, order.currency)
     case.state.refund_cents = cents  # the amount at stake, shown (RefundAmountCents) from the activation on
     if activation_from is not None:
-        def msg(key: str, event: str, subject: str):
-            return lambda at: Msg(Role.seller, key, subject, f"The returned item of order {order.order_id} was "
-                                  f"received. Activate the refund of {money} before {fmt(at)} (Europe/Paris).", event)
+        def msg(key: str, event: str, text_key: str):
+            return lambda at: Msg(Role.seller, key, text_key, {
+                "order_id": order.order_id, "amount_cents": cents, "currency": order.currency,
+                "due_at": at.isoformat()}, event)
 
         # The seller's deadline never lies beyond the law's; at the law's, the marketplace refunds.
         activated = await case.wait_in(
             Stage.awaiting_refund_activation, lambda: case.activated or case.legal.refund_now(case),
             event="refund_activation_requested", since=activation_from, not_after=case.legal.act_at,
-            ask=msg("activation-asked", "refund.activation_requested", f"Activate the refund of order {order.order_id}"),
-            remind=msg("activation-reminder", "refund.activation_reminder",
-                       f"Reminder: activate the refund of order {order.order_id}"))
+            ask=msg("activation-asked", "refund.activation_requested", "mail.activation_asked"),
+            remind=msg("activation-reminder", "refund.activation_reminder", "mail.activation_asked_reminder"))
         activated = activated and case.activated
         await case.record("refund_activated" if activated else "refund_activation_missed",
                           {"by": order.seller_id if activated else "marketplace"}, with_next=True)
@@ -95,7 +94,7 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
     req = RefundRequest(
         idempotency_key=f"{inp.case_id}:refund:{case.refunds}", case_id=inp.case_id,
         workflow_id=workflow.info().workflow_id, order_id=order.order_id, customer_id=order.customer_id,
-        payment_intent=order.payment_intent, amount=Money(cents=cents, currency=order.currency), reason=why,
+        payment_intent=order.payment_intent, amount=Money(cents=cents, currency=order.currency), reason=why["text"],
         at_most_remainder=at_most_remainder)
     call = workflow.start_activity_method(CaseActivities.refund_card, req, summary=f"card refund {money}",
                                           **MONEY_ACTIVITY)
@@ -141,10 +140,9 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
             await case.wait_in(
                 Stage.awaiting_bank_settlement, settled, event="refund_accepted",
                 detail={"refund_id": result.refund_id, "amount_cents": cents}, reconcile=reconcile,
-                ask=lambda at: Msg(Role.customer, f"refund-sent-{req.idempotency_key}",
-                                   f"Your refund of {money} is on its way",
-                                   f"We refunded {money} to the card used for order {order.order_id}. "
-                                   f"Your bank should show it by {fmt(at)}."))
+                ask=lambda at: Msg(Role.customer, f"refund-sent-{req.idempotency_key}", "mail.refund_sent", {
+                    "amount_cents": cents, "currency": order.currency, "order_id": order.order_id,
+                    "due_at": at.isoformat()}))
     finally:
         case.money_in_flight = False
     event = case.gateway_events.get(result.refund_id)
@@ -163,12 +161,11 @@ async def refund_card(case, cents: int, why: str, activation_from: datetime | No
 
 async def partial_refund_and_close(case, cents: int, reason: str | None) -> None:
     """The customer keeps the item; the partial amount goes to the wallet at once."""
-    money = euros(cents, case.state.currency)
     if not await credit_wallet(case, "partial-refund", cents, reason or "partial refund agreed by the seller"):
         await case.care_decides("the partial refund would exceed what is left to refund on the order")
         raise AssertionError("care_decides without a stage to go back to always ends in a stop")
-    await case.close(Outcome.partially_refunded,
-                     f"You keep the item and {money} was credited to your wallet. {reason or ''}".strip())
+    await case.close(Outcome.partially_refunded, text("reason.partial_refund", amount_cents=cents,
+                                                      currency=case.state.currency, note=reason or ""))
 
 
 async def credit_wallet(case, key: str, cents: int, reason: str) -> bool:

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from workflows.case.base import Msg
-from workflows.common import fmt
+from workflows.case.base import Msg, text
 
 from domain.models import Outcome, Role, Stage
 
@@ -23,17 +22,16 @@ async def return_item(case, seller_pays_label: bool) -> Returned | None:
     """The item came back (or the law's refund deadline came first); None when the return expired
     (the case is then closed)."""
     order_id = case.inp.order.order_id
-    cost = "at your cost (the reason is a defect)" if seller_pays_label else "at the customer's cost"
+    cost = text("mail.part.label_seller_pays" if seller_pays_label else "mail.part.label_customer_pays")
 
-    def label_msg(key: str, event: str, subject: str):
-        return lambda at: Msg(Role.seller, key, subject, f"Issue a prepaid return label {cost} for order {order_id} "
-                              f"before {fmt(at)} (Europe/Paris).", event)
+    def label_msg(key: str, event: str, text_key: str):
+        return lambda at: Msg(Role.seller, key, text_key, {"order_id": order_id, "cost": cost,
+                                                           "due_at": at.isoformat()}, event)
 
     await case.wait_in(Stage.awaiting_return_label, lambda: case.label is not None, event="return_label_requested",
                        detail={"seller_pays_label": seller_pays_label},
-                       ask=label_msg("label-asked", "return.label_requested", f"Return label needed for order {order_id}"),
-                       remind=label_msg("label-reminder", "return.label_reminder",
-                                        f"Reminder: return label for order {order_id}"))
+                       ask=label_msg("label-asked", "return.label_requested", "mail.label_asked"),
+                       remind=label_msg("label-reminder", "return.label_reminder", "mail.label_asked_reminder"))
     label = case.label
     case.state.return_label_url = label.label_url
     if label.tracking_number not in case.state.tracking_numbers:
@@ -41,20 +39,18 @@ async def return_item(case, seller_pays_label: bool) -> Returned | None:
     await case.record("return_label_issued", {"carrier": label.carrier, "tracking_number": label.tracking_number,
                                               "label_url": label.label_url}, with_next=True)
 
-    def ship_msg(key: str, subject: str):
-        return lambda at: Msg(Role.customer, key, subject,
-                              f"Your prepaid return label ({label.carrier}, {label.tracking_number}): {label.label_url}\n"
-                              f"Please ship the item before {fmt(at)} (Europe/Paris) and tell us the tracking number.")
+    def ship_msg(key: str, text_key: str):
+        return lambda at: Msg(Role.customer, key, text_key, {
+            "order_id": order_id, "carrier": label.carrier, "tracking_number": label.tracking_number,
+            "label_url": label.label_url, "due_at": at.isoformat()})
 
     # The carrier may report the parcel before the customer does, and the seller may even have it.
     moving = lambda: case.shipment is not None or case.parcel_seen_by_carrier or case.received is not None  # noqa: E731
     if not await case.wait_in(Stage.awaiting_shipment, moving, event="awaiting_customer_shipment",
-                              ask=ship_msg("label-to-customer", f"Your return label for order {order_id}"),
-                              remind=ship_msg("ship-reminder", f"Reminder: ship your return for order {order_id}")):
-        await case.notify_customer("return-expired", f"Your return for order {order_id} has expired",
-                                   "We did not receive a shipment within the return period, so the return request "
-                                   "has expired. Contact customer care if you shipped it.")
-        await case.close(Outcome.expired, "The item was not shipped back within the return period.")
+                              ask=ship_msg("label-to-customer", "mail.label_to_customer"),
+                              remind=ship_msg("ship-reminder", "mail.ship_reminder")):
+        await case.notify_customer("return-expired", "mail.return_expired", order_id=order_id)
+        await case.close(Outcome.expired, text("reason.not_shipped_back"))
         return None
     case.legal.arm(case)
     if case.received is None:

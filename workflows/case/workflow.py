@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         Msg,
         MsgAt,
         Stop,
+        text,
     )
     from workflows.case.stages import (
         LOSABLE_PARCEL_STAGES,
@@ -66,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
         AtDeadline,
         Owner,
     )
-    from workflows.common import Deadline, euros, fmt, send
+    from workflows.common import Deadline, euros, fmt, send_text
     from workflows.options import RECORD_ACTIVITY
 
 LOCAL_WRITES = "local-writes"
@@ -124,8 +125,8 @@ class CaseWorkflow:
         )
         await self.transition(Stage.opening, "case_opened", detail={
             "opened_by": inp.opened_by.model_dump(), "category": inp.category, "description": inp.description})
-        await self.notify_customer("opened", f"We received your {KIND_TITLES[inp.kind].lower()} request",
-                                   f"Your request on order {order.order_id} is open as case {inp.case_id}.")
+        await self.notify_customer("opened", "mail.case_opened", kind=inp.kind.value, order_id=order.order_id,
+                                   case_id=inp.case_id)
         step: Callable[[], Awaitable] = (
             (lambda: cancellation.run(self)) if inp.kind == CaseKind.cancellation else (lambda: claim.run(self)))
         while True:
@@ -142,17 +143,14 @@ class CaseWorkflow:
     async def _apply_stop(self, stop: Stop) -> None:
         await self.record("stopped", {"kind": stop.kind, "by": stop.by, "reason": stop.reason}, with_next=True)
         if stop.kind == "withdrawn":
-            return await self.close(Outcome.withdrawn, f"The customer withdrew the request. {stop.reason}".strip())
+            return await self.close(Outcome.withdrawn, text("reason.withdrawn", note=stop.reason))
         if stop.kind == "care_close":
-            return await self.close(Outcome.closed_by_care, stop.reason)
-        why = (f"refund granted by customer care: {stop.reason}" if stop.kind == "force_refund"
-               else f"the parcel was lost in transit: {stop.reason}")
+            return await self.close(Outcome.closed_by_care, text("reason.closed_by_care", note=stop.reason))
+        why = text("reason.refund_by_care" if stop.kind == "force_refund" else "reason.parcel_lost", note=stop.reason)
         if self.inp.kind == CaseKind.cancellation:
             result = await self.set_order_status([OrderStatus.paid, OrderStatus.validated], OrderStatus.cancelled)
             if not result.applied:
-                return await self.close(Outcome.refused, (
-                    f"The order is already {result.status.value}: it can no longer be cancelled. Once it is "
-                    "delivered, you can return it within the withdrawal period."))
+                return await self.close(Outcome.refused, text("reason.order_already", status=result.status.value))
             self.commit("order cancelled")
         await refund.refund_in_full_and_close(self, why)
 
@@ -272,9 +270,8 @@ class CaseWorkflow:
                                             "deadline": self.deadline.at.isoformat()})
 
     async def _remind_care(self, level: int) -> None:
-        await self.notify_care(f"care-reminder-{self._seq}", f"Reminder: case {self.inp.case_id} waits for care",
-                               f"Decide before {fmt(self.deadline.at)} (Europe/Paris): "
-                               f"{self.state.escalation_reason or ''}")
+        await self.notify_care(f"care-reminder-{self._seq}", "mail.care_reminder", case_id=self.inp.case_id,
+                               due_at=self.deadline.at.isoformat(), reason=self.state.escalation_reason or "")
         await self.record("reminder_sent", {"to": "care", "deadline": self.deadline.at.isoformat(), "level": level})
 
     # ================================================================ signals
@@ -375,10 +372,9 @@ class CaseWorkflow:
         """Re-notifies the seller; the second report escalates. The label wait goes on meanwhile."""
         self.label_missing_reports += 1
         n, policy = self.label_missing_reports, self.inp.policy
-        await self.notify_seller(f"label-missing-{n}", "return.label_missing",
-                                 f"The customer has no return label for order {self.inp.order.order_id}",
-                                 f"Issue the prepaid return label for order {self.inp.order.order_id} before "
-                                 f"{fmt(self.state.deadline)} (Europe/Paris).")
+        await self.notify_seller(f"label-missing-{n}", "return.label_missing", "mail.label_missing",
+                                 order_id=self.inp.order.order_id,
+                                 due_at=self.state.deadline.isoformat() if self.state.deadline else None)
         await self.record("label_missing_reported", {"reports": n})
         if n == policy.label_missing_reports_before_escalation and not self.state.escalated:
             await self.escalate(f"customer reported the return label missing {n} times")
@@ -587,16 +583,18 @@ class CaseWorkflow:
         self.state.escalation_reason = reason
         self.publish()
         await self.record("escalated", {"reason": reason, **({"level": "lead"} if lead else {})})
-        await self.notify_care(f"escalated-{self._seq}", f"Case {self.inp.case_id} escalated"
-                               + (" (second level)" if lead else ""), reason)
+        await self.notify_care(f"escalated-{self._seq}", "mail.care_escalated_lead" if lead else "mail.care_escalated",
+                               case_id=self.inp.case_id, reason=reason)
 
-    async def close(self, outcome: Outcome, reason: str) -> None:
+    async def close(self, outcome: Outcome, reason: dict) -> None:
+        """Closes the case; `reason` is a keyed text (base.text), read in each reader's locale."""
         self.state.outcome = outcome
-        self.state.closed_reason = reason
+        self.state.closed_reason_key, self.state.closed_reason_params = reason["text"], reason["params"]
         self.deadline.set(None)
         await self.transition(Stage.closed, "case_closed", detail={"outcome": outcome.value, "reason": reason})
-        await self.notify_customer("closed", f"Your case {self.inp.case_id} is closed ({outcome.value})", reason)
-        await self.notify_seller("closed", "case.closed", f"Case {self.inp.case_id} closed ({outcome.value})", reason)
+        params = {"case_id": self.inp.case_id, "outcome": outcome.value, "reason": reason}
+        await self.notify_customer("closed", "mail.case_closed", **params)
+        await self.notify_seller("closed", "case.closed", "mail.case_closed_seller", **params)
 
     async def set_order_status(self, expected: list[OrderStatus], new: OrderStatus) -> OrderStatusResult:
         return await self.write(CaseActivities.set_order_status,
@@ -614,14 +612,14 @@ class CaseWorkflow:
     async def message(self, m: Msg) -> None:
         recipient = {Role.customer: self.state.customer_id, Role.seller: self.state.seller_id}.get(m.to, "care")
         event = m.event if m.to == Role.seller else ("case.escalated" if m.to == Role.agent else None)
-        if not await send(self.inp.case_id, m.key, m.to, recipient, m.subject, m.body, event):
+        if not await send_text(self.inp.case_id, m.key, m.to, recipient, m.text, m.params, event):
             await self.record("notification_failed", {"message_key": f"{self.inp.case_id}:{m.key}"})
 
-    async def notify_customer(self, key: str, subject: str, body: str) -> None:
-        await self.message(Msg(Role.customer, key, subject, body))
+    async def notify_customer(self, key: str, text_key: str, **params) -> None:
+        await self.message(Msg(Role.customer, key, text_key, params))
 
-    async def notify_seller(self, key: str, event: str, subject: str, body: str) -> None:
-        await self.message(Msg(Role.seller, key, subject, body, event))
+    async def notify_seller(self, key: str, event: str, text_key: str, **params) -> None:
+        await self.message(Msg(Role.seller, key, text_key, params, event))
 
-    async def notify_care(self, key: str, subject: str, body: str) -> None:
-        await self.message(Msg(Role.agent, key, subject, body))
+    async def notify_care(self, key: str, text_key: str, **params) -> None:
+        await self.message(Msg(Role.agent, key, text_key, params))
