@@ -27,6 +27,11 @@ class Settings:
     attachments_dir: str = field(default_factory=lambda: _env("ATTACHMENTS_DIR", ".data/attachments"))
     # Worker metrics (Prometheus text format), empty to disable.
     metrics_bind: str = field(default_factory=lambda: _env("METRICS_BIND", ""))
+    # Encryption keys of Temporal payloads and bank details (codec.py): "kid:base64key,...", the first
+    # encrypts. Never in the repository: `make run` generates dev keys into .data/codec-keys.
+    codec_keys: str = field(default_factory=lambda: _env("CODEC_KEYS", ""))
+    # Origin of the Temporal UI allowed to call the codec server (/codec) from the browser.
+    codec_cors_origins: str = field(default_factory=lambda: _env("CODEC_CORS_ORIGINS", "http://127.0.0.1:8233,http://localhost:8233"))
 
 
 def settings() -> Settings:

@@ -8,13 +8,13 @@ import asyncio
 import logging
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.cases import CaseActivities
 from activities.wallet import PayoutActivities, WalletActivities
+from codec import data_converter, keyring
 from config import Settings, settings, setup_logging
 from workflows.case import CaseWorkflow
 from workflows.common import SellerWebhookWorkflow
@@ -33,13 +33,13 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 async def connect(s: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(s.temporal_address, namespace=s.temporal_namespace,
-                                data_converter=pydantic_data_converter, runtime=runtime)
+                                data_converter=data_converter(s.codec_keys), runtime=runtime)
 
 
 def build_worker(client: Client, s: Settings, activities: CaseActivities | None = None, **kwargs) -> Worker:
     acts = activities or CaseActivities(s)
     return Worker(client, task_queue=s.task_queue, workflows=WORKFLOWS,
-                  activities=[*acts.all(), *WalletActivities().all(), *PayoutActivities(acts.gateway).all()],
+                  activities=[*acts.all(), *WalletActivities().all(), *PayoutActivities(acts.gateway, keyring(s.codec_keys)).all()],
                   workflow_runner=workflow_runner(), **kwargs)
 
 

