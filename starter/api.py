@@ -38,6 +38,7 @@ from domain.models import (
 from domain.policy import load_policy
 from starter.auth import actor_for_token
 from starter.codec_server import include_codec_server
+from starter.erasure import include_erasure
 from activities.cases import verify_signature
 from starter.service import CaseService, ServiceError, add_attachment
 from starter.wallet import get_payout, request_payout, wallet_view
@@ -241,6 +242,7 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     app.add_middleware(BodySizeLimit, json_limit=JSON_BODY_LIMIT,
                        multipart_limit=policy.attachment_max_bytes + MULTIPART_FRAMING)
     include_codec_server(app, s)
+    include_erasure(app, s.attachments_dir)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(_: Request, e: RequestValidationError):

@@ -25,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from codec import CodecError, EncryptionCodec, keyring
 from config import Settings
 from domain.models import Actor, Role
-from starter.auth import actor_for_token
+from starter.auth import authenticate, bearer_token
 from starter.service import Invalid
 from temporalio.api.common.v1 import Payload
 
@@ -78,17 +78,7 @@ class CodecCors:
 
 async def _agent(request: Request, authorization: str | None, session: str | None,
                  x_namespace: str | None) -> Actor:
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
-    else:
-        token = session
-    if not token:
-        raise HTTPException(401, "missing bearer token or codec session", headers={"WWW-Authenticate": "Bearer"})
-    if len(token) > 500 or "\x00" in token:
-        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
-    who = await actor_for_token(request.app.state.pool, token)
-    if who is None:
-        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    who = await authenticate(request.app.state.pool, bearer_token(authorization) or session)
     if who.role != Role.agent:
         raise HTTPException(403, "only care agents read personal data")
     namespace = request.app.state.codec_server.settings.temporal_namespace
