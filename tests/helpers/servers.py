@@ -257,7 +257,7 @@ def closed_port():
 # ----------------------------------------------------------------------------- the API stack
 @contextlib.asynccontextmanager
 async def api_stack(temporal_client, test_settings, task_queue: str, attachments_dir: str | None = None,
-                    settle_after_seconds: float = 0.5):
+                    settle_after_seconds: float = 0.5, api_sock: socket.socket | None = None):
     """The API served on loopback with its own worker (task_queue) and a gateway sandbox that settles
     refunds `settle_after_seconds` after making them by calling the API's signed webhook.
     Yields (api ServedApp, sandbox ServedApp, the settings used)."""
@@ -267,7 +267,7 @@ async def api_stack(temporal_client, test_settings, task_queue: str, attachments
     from starter.api import create_app
     from worker import build_worker
 
-    api_sock = bound_socket()  # the API's port is known (and held) before the sandbox needs it
+    api_sock = api_sock or bound_socket()  # the API's port is known (and held) before the sandbox needs it
     api_port = api_sock.getsockname()[1]
     sandbox = await ServedApp(create_sandbox(
         api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
