@@ -4,7 +4,11 @@ session the UI gets 401 from the codec and shows ciphertext. Screenshots: docs/s
 UPDATE_SCREENSHOTS=1 (the test's temporary directory otherwise, so a test run leaves the tree clean)."""
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
+import subprocess
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,3 +131,36 @@ async def test_the_ui_decodes_a_case_for_a_signed_in_agent_only(ui_stack, pool, 
         assert party["customer_id"] not in text.split("Input", 1)[1].split("Result")[0]
         await page.screenshot(path=str(shots / "temporal-ui-encrypted.png"), full_page=True)
         await context.close()
+
+
+def temporal_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ts.temporal_cli_path()), *args], capture_output=True, text=True, timeout=60)
+
+
+def case_input(show_json: str) -> tuple[str, str]:
+    """(encoding, data) of the case input in `temporal workflow show --output json`."""
+    started = json.loads(show_json)["events"][0]["workflowExecutionStartedEventAttributes"]
+    [p] = started["input"]["payloads"]
+    return base64.b64decode(p["metadata"]["encoding"]).decode(), base64.b64decode(p["data"]).decode(errors="replace")
+
+
+async def test_the_cli_decodes_with_the_agents_token_only(ui_stack, pool):
+    """The README's CLI examples: --codec-endpoint with --codec-auth "Bearer <agent token>"."""
+    ui, api, port = ui_stack
+    party = await make_party(pool)
+    async with pool.acquire() as conn:
+        agent = await create_token(conn, "agent", "care_cli")
+    case_id = await open_defect_case(api, pool, party)
+    show = ["workflow", "show", "--address", f"127.0.0.1:{port}", "--workflow-id", case_id, "--output", "json",
+            "--codec-endpoint", f"{api}/codec"]
+    decoded = await asyncio.to_thread(temporal_cli, *show, "--codec-auth", f"Bearer {agent}")
+    assert decoded.returncode == 0, decoded.stderr
+    encoding, data = case_input(decoded.stdout)
+    assert encoding == "json/plain" and DESCRIPTION in json.loads(data)["description"]
+    for auth in ([], ["--codec-auth", f"Bearer {party['customer_token']}"]):
+        # The codec answers 401/403; the CLI retries it until its timeout, then gives up printing nothing.
+        refused = await asyncio.to_thread(temporal_cli, *show, *auth, "--command-timeout", "3s")
+        assert refused.returncode != 0 and "Quarantotto" not in refused.stdout + refused.stderr
+    plain = await asyncio.to_thread(temporal_cli, *show[:-2])  # no codec at all: ciphertext
+    assert plain.returncode == 0 and case_input(plain.stdout)[0] == "binary/encrypted"
+    assert "Quarantotto" not in case_input(plain.stdout)[1]
