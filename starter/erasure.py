@@ -20,9 +20,10 @@ from starter.service import Conflict, NotFound
 
 router = APIRouter(tags=["personal data"])
 ERASED = "[erased]"
-# Timeline and state keys that may carry free text or a parcel (the rest: ids, stages, amounts, dates).
-FREE_TEXT_KEYS = ["description", "note", "reason", "carrier", "tracking_number", "label_url", "escalation_reason",
-                  "closed_reason", "return_label_url"]
+# Timeline keys that may carry free text or a parcel (the rest: ids, stages, amounts, dates), and the
+# read model's: emptied, so the case still reads as a case.
+FREE_TEXT_KEYS = ["description", "note", "reason", "carrier", "tracking_number", "label_url"]
+STATE_ERASED = {"escalation_reason": None, "closed_reason": None, "return_label_url": None, "tracking_numbers": []}
 FINAL_PAYOUT_STAGES = ("settled", "rejected")
 
 
@@ -68,9 +69,8 @@ async def erase(pool, customer_id: str, attachments_dir: str) -> dict:
             """UPDATE customers SET name = $2, email = 'erased+' || customer_id || '@erased.invalid',
                       erased_at = coalesce(erased_at, now())
                WHERE customer_id = $1 RETURNING erased_at""", customer_id, ERASED)
-        await conn.execute(
-            """UPDATE cases SET input = input - 'description', state = (state - $2::text[]) || '{"tracking_numbers": []}'
-               WHERE case_id = ANY($1::text[])""", case_ids, FREE_TEXT_KEYS)
+        await conn.execute("UPDATE cases SET input = input - 'description', state = state || $2 "
+                           "WHERE case_id = ANY($1::text[])", case_ids, STATE_ERASED)
         await conn.execute("UPDATE case_timeline SET detail = detail - $2::text[] WHERE case_id = ANY($1::text[])",
                            case_ids, FREE_TEXT_KEYS)
         await conn.execute("UPDATE sent_messages SET recipient = $2, body = $2 WHERE case_id = ANY($1::text[])",
