@@ -90,3 +90,48 @@ async def erase(pool, customer_id: str, attachments_dir: str) -> dict:
                     path.parent.rmdir()
     return {"customer_id": customer_id, "erased_at": erased_at.isoformat(), "cases": len(case_ids),
             "payouts": len(payout_ids), "photos_deleted": len(photos)}
+
+
+async def due_for_erasure(pool, older_than_days: int) -> list[str]:
+    """Customers not erased yet whose cases are all closed, the last one more than `older_than_days` ago
+    (the retention of docs/rules.md, section 7), with no payout under way."""
+    rows = await pool.fetch(
+        """SELECT c.customer_id FROM customers c JOIN cases k USING (customer_id)
+           WHERE c.erased_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.customer_id = c.customer_id
+                             AND p.stage <> ALL($2::text[]))
+           GROUP BY c.customer_id
+           HAVING bool_and(k.closed_at IS NOT NULL) AND max(k.closed_at) < now() - make_interval(days => $1)
+           ORDER BY c.customer_id""", older_than_days, list(FINAL_PAYOUT_STAGES))
+    return [r["customer_id"] for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m starter.erasure [--older-than-days 1095]`: the retention's purge, to run daily (cron)."""
+    import argparse
+    import asyncio
+
+    from activities import db
+    from config import settings
+
+    parser = argparse.ArgumentParser(prog="python -m starter.erasure")
+    parser.add_argument("--older-than-days", type=int, default=3 * 365)
+    args = parser.parse_args(argv)
+
+    async def run() -> list[str]:
+        pool = await db.create_pool()
+        try:
+            due = await due_for_erasure(pool, args.older_than_days)
+            for customer_id in due:
+                await erase(pool, customer_id, settings().attachments_dir)
+            return due
+        finally:
+            await pool.close()
+
+    due = asyncio.run(run())
+    print(f"erased: {', '.join(due) if due else 'nobody'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -124,3 +124,21 @@ async def test_erasure_after_the_cases_closed_keeps_the_ledger(api, pool):
     # Again: nothing more to erase, same answer.
     again = await api.post(erase, headers=bearer(api.agent))
     assert again.status_code == 200 and again.json()["erased_at"] == r.json()["erased_at"]
+
+
+async def test_the_retention_purge_finds_customers_closed_long_enough_ago(pool, test_settings, tmp_path):
+    from starter.erasure import due_for_erasure, erase
+
+    old, recent, still_open = [await make_party(pool) for _ in range(3)]
+    for party, closed_days_ago in ((old, 1200), (recent, 10), (still_open, None)):
+        order_id = await make_order(pool, party, "paid")
+        await pool.execute(
+            """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, state, closed_at)
+               VALUES ($1, $2, 'cancellation', $3, $4, $5, '{}', now() - make_interval(days => $6))""",
+            f"case_{order_id}", order_id, party["customer_id"], party["seller_id"],
+            "closed" if closed_days_ago else "opening", closed_days_ago)
+    due = await due_for_erasure(pool, 1095)
+    assert old["customer_id"] in due and recent["customer_id"] not in due and still_open["customer_id"] not in due
+    await erase(pool, old["customer_id"], str(tmp_path))
+    assert old["customer_id"] not in await due_for_erasure(pool, 1095)  # erased once
+    assert recent["customer_id"] in await due_for_erasure(pool, 5)
