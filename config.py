@@ -39,6 +39,11 @@ class Settings:
     # stack set it. The build id defaults to the git commit (see build_id()); the image bakes it in.
     worker_deployment: str = field(default_factory=lambda: _env("WORKER_DEPLOYMENT", ""))
     worker_build_id: str = field(default_factory=lambda: _env("WORKER_BUILD_ID", ""))
+    # Encryption keys of Temporal payloads and bank details (codec.py): "kid:base64key,...", the first
+    # encrypts. Never in the repository: `make run` generates dev keys into .data/codec-keys.
+    codec_keys: str = field(default_factory=lambda: _env("CODEC_KEYS", ""))
+    # Origin of the Temporal UI allowed to call the codec server (/codec) from the browser.
+    codec_cors_origins: str = field(default_factory=lambda: _env("CODEC_CORS_ORIGINS", "http://127.0.0.1:8233,http://localhost:8233"))
 
 
 def settings() -> Settings:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -19,6 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.cases import CaseActivities
 from activities.wallet import PayoutActivities, WalletActivities
+from codec import data_converter, keyring
 from config import Settings, build_id, settings, setup_logging
 from workflows.case import CaseWorkflow
 from workflows.common import SellerWebhookWorkflow
@@ -62,7 +62,7 @@ def workflow_runner(mode: str = "fast") -> SandboxedWorkflowRunner:
 
 async def connect(s: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(s.temporal_address, namespace=s.temporal_namespace,
-                                data_converter=pydantic_data_converter, runtime=runtime)
+                                data_converter=data_converter(s.codec_keys), runtime=runtime)
 
 
 def deployment_version(s: Settings) -> WorkerDeploymentVersion | None:
@@ -78,7 +78,8 @@ def build_worker(client: Client, s: Settings, activities: CaseActivities | None 
         kwargs.setdefault("deployment_config", WorkerDeploymentConfig(
             version=version, use_worker_versioning=True, default_versioning_behavior=VERSIONING_DEFAULT))
     return Worker(client, task_queue=s.task_queue, workflows=WORKFLOWS,
-                  activities=[*acts.all(), *WalletActivities().all(), *PayoutActivities(acts.gateway).all()],
+                  activities=[*acts.all(), *WalletActivities().all(),
+                              *PayoutActivities(acts.gateway, keyring(s.codec_keys)).all()],
                   workflow_runner=workflow_runner(s.workflow_sandbox), **kwargs)
 
 

@@ -7,7 +7,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import db, ledger
 from activities.metrics import count_payout
-from domain.models import PayoutStage, PayoutStep, TransferRequest, WalletCredit
+from codec import KeyRing, keyring
+from domain.models import PayoutStage, PayoutStep, TransferRequest, WalletCredit, mask_iban, mask_name
 
 INSUFFICIENT_FUNDS = "InsufficientFunds"
 
@@ -64,13 +65,29 @@ class WalletActivities:
 
 
 TRANSFER_REJECTED = "TransferRejected"
+BANK_COLUMNS = ("account_holder", "iban", "bic")
+
+
+def seal_bank_details(keys: KeyRing, payout_id: str, account_holder: str, iban: str, bic: str | None) -> dict:
+    """The payouts columns of a bank account: sealed values (each bound to its column and payout) and
+    the masked forms that are ever shown."""
+    clear = {"account_holder": account_holder, "iban": iban, "bic": bic}
+    sealed = {col: keys.seal(v, f"payouts.{col}:{payout_id}") if v is not None else None for col, v in clear.items()}
+    return sealed | {"iban_masked": mask_iban(iban), "holder_masked": mask_name(account_holder)}
+
+
+def open_bank_details(keys: KeyRing, payout_id: str, row) -> dict:
+    """The clear bank details of a payout row: only the transfer activity calls this."""
+    return {col: keys.open(row[col], f"payouts.{col}:{payout_id}") if row[col] is not None else None
+            for col in BANK_COLUMNS}
 
 
 class PayoutActivities:
     """Payout side effects: the bank transfer (exactly once) and the ledger/stage writes."""
 
-    def __init__(self, gateway):
+    def __init__(self, gateway, keys: KeyRing | None = None):
         self.gateway = gateway
+        self.keys = keys or keyring()
 
     def all(self) -> list:
         return [self.send_transfer, self.record_payout_step, self.lookup_transfer]
@@ -83,13 +100,19 @@ class PayoutActivities:
 
     @activity.defn
     async def send_transfer(self, req: TransferRequest) -> str:
+        """The one place the bank details are decrypted: read sealed from the payout's row, sent to the bank."""
         from activities.gateway_client import GatewayPermanentError
 
+        pool = await db.get_pool()
+        row = await pool.fetchrow("SELECT account_holder, iban, bic FROM payouts WHERE payout_id = $1", req.payout_id)
+        if row is None or row["iban"] == "erased":
+            raise ApplicationError(f"payout {req.payout_id}: no bank details (unknown payout, or erased)",
+                                   type=TRANSFER_REJECTED, non_retryable=True)
+        bank = open_bank_details(self.keys, req.payout_id, row)
         try:
             transfer = await self.gateway.transfer_once(
-                amount_cents=req.amount.cents, currency=req.amount.currency, iban=req.iban, bic=req.bic,
-                account_holder=req.account_holder, idempotency_key=req.idempotency_key,
-                metadata={"payout_id": req.payout_id, "workflow_id": req.workflow_id})
+                amount_cents=req.amount.cents, currency=req.amount.currency, idempotency_key=req.idempotency_key,
+                metadata={"payout_id": req.payout_id, "workflow_id": req.workflow_id}, **bank)
         except GatewayPermanentError as e:
             raise ApplicationError(f"bank transfer refused: {e}", type=TRANSFER_REJECTED, non_retryable=True)
         return transfer["id"]

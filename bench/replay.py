@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 
@@ -23,8 +22,9 @@ async def replay_cpu_ms(histories: list[WorkflowHistory], runner_name: str, case
     using the runner `runner_name` (see bench/procs.py). Replayed twice; the faster pass counts."""
     import worker
     from bench.procs import _runner
+    from codec import data_converter
 
-    replayer = Replayer(workflows=worker.WORKFLOWS, data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=worker.WORKFLOWS, data_converter=data_converter(),
                         workflow_runner=_runner(runner_name))
     async def each():
         for h in histories:

@@ -184,11 +184,13 @@ class Stack:
     # ------------------------------------------------------------------ start
     async def start(self) -> "Stack":
         from temporalio.client import Client
-        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        from codec import data_converter, generate_keys
 
         (self.tmp / "xdg").mkdir(parents=True, exist_ok=True)
         (self.tmp / OWNER_FILE).write_text(str(os.getpid()))
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.tmp / "xdg"))
+        os.environ.setdefault("CODEC_KEYS", generate_keys("bench"))  # throwaway, inherited by the children
         for name in ("temporal", "smtp", "gateway", "api"):
             self.ports[name] = free_port()
 
@@ -209,7 +211,7 @@ class Stack:
 
         raw = await wait_until_ready(self.temporal_address, timeout=60, process=popen)
         await ensure_search_attributes(raw)
-        self.client = await Client.connect(self.temporal_address, data_converter=pydantic_data_converter)
+        self.client = await Client.connect(self.temporal_address, data_converter=data_converter())
 
         self.spawn("smtp", [PY, "-m", "devstack.smtp_sink", "--host", HOST, "--port", str(self.ports["smtp"]),
                             "--no-web"])

@@ -41,6 +41,7 @@ GATEWAY_API_KEY, GATEWAY_WEBHOOK_SECRET = "sk_test_sandbox", "whsec_sandbox"
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
 API_URL = f"http://{HOST}:{API_PORT}"
+CODEC_URL = f"{API_URL}/codec"  # the API's codec server, for the Temporal UI
 GATEWAY_URL = f"http://{HOST}:{GATEWAY_PORT}"
 
 
@@ -211,7 +212,7 @@ class Stack:
             log.write(f"\n===== {datetime.now():%Y-%m-%d %H:%M:%S} started\n".encode())
             log.flush()
             temporal.proc = start_dev_server(self.data_dir / "temporal.db", TEMPORAL_PORT, TEMPORAL_UI_PORT, log,
-                                             start_new_session=True)
+                                             ui_codec_endpoint=CODEC_URL, start_new_session=True)
         temporal.cmd = list(temporal.proc.args)
         self.children.append(temporal)
         self.record_pids()
@@ -253,9 +254,24 @@ class Stack:
         s = settings()
         return WorkerDeploymentVersion(s.worker_deployment or DEFAULT_DEPLOYMENT, build_id(s))
 
+    def codec_keys(self) -> str:
+        """CODEC_KEYS from the environment, else the throwaway dev keys of .data/codec-keys (made on first run)."""
+        if os.environ.get("CODEC_KEYS"):
+            return os.environ["CODEC_KEYS"]
+        path = self.data_dir / "codec-keys"
+        if not path.exists():
+            from codec import generate_keys
+
+            path.touch(mode=0o600)
+            path.write_text(generate_keys("dev-" + datetime.now().strftime("%Y%m%d")) + "\n")
+            say(f"generated throwaway dev encryption keys in {self._rel(path)}")
+        return path.read_text().strip()
+
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
+            "CODEC_KEYS": self.codec_keys(),
+            "CODEC_CORS_ORIGINS": f"http://{HOST}:{TEMPORAL_UI_PORT},http://localhost:{TEMPORAL_UI_PORT}",
             "DATABASE_URL": self.database_url,
             "TEMPORAL_ADDRESS": f"{HOST}:{TEMPORAL_PORT}",
             "TEMPORAL_NAMESPACE": "default",
@@ -402,6 +418,7 @@ class Stack:
   API docs          {API_URL}/docs
   Pages             {API_URL}/sign-in    (sign in with a demo token below; /orders/<order id>/help)
   Temporal UI       http://{HOST}:{TEMPORAL_UI_PORT}        (gRPC {HOST}:{TEMPORAL_PORT})
+  Codec server      {CODEC_URL}   (payloads are encrypted: care agents sign in at {CODEC_URL}/session)
   Mail (sink)       http://{HOST}:{MAIL_WEB_PORT}        (SMTP {HOST}:{SMTP_PORT}, JSON /messages?to=alice@example.com)
   Gateway sandbox   {GATEWAY_URL}/_sandbox/state
   Worker metrics    http://{HOST}:{METRICS_PORT}/metrics

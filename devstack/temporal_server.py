@@ -53,12 +53,15 @@ test_server_path.__test__ = False  # not a pytest test, whatever the name says
 
 def dev_server_command(db_file: Path | None, port: int, ui_port: int | None,
                        namespace: str = "default", ip: str = "127.0.0.1",
-                       dynamic_config: dict[str, str] | None = None) -> list[str]:
+                       dynamic_config: dict[str, str] | None = None,
+                       ui_codec_endpoint: str | None = None) -> list[str]:
     cmd = [str(temporal_cli_path()), "server", "start-dev", "--ip", ip, "--port", str(port)]
     if ui_port is None:
         cmd.append("--headless")
     else:
         cmd += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        if ui_codec_endpoint:  # the UI decodes payloads through it (the API's /codec)
+            cmd += ["--ui-codec-endpoint", ui_codec_endpoint]
     if db_file is not None:
         cmd += ["--db-filename", str(Path(db_file))]
     cmd += ["--namespace", namespace]
@@ -72,6 +75,7 @@ def dev_server_command(db_file: Path | None, port: int, ui_port: int | None,
 
 def start_dev_server(db_file: Path | None, port: int, ui_port: int | None, log_file: IO | Path | str | None,
                      namespace: str = "default", dynamic_config: dict[str, str] | None = None,
+                     ui_codec_endpoint: str | None = None,
                      **popen_kwargs) -> subprocess.Popen:
     """Starts the dev server (no UI when ui_port is None; in memory when db_file is None).
 
@@ -81,7 +85,8 @@ def start_dev_server(db_file: Path | None, port: int, ui_port: int | None, log_f
     """
     if db_file is not None:
         Path(db_file).parent.mkdir(parents=True, exist_ok=True)
-    cmd = dev_server_command(db_file, port, ui_port, namespace, dynamic_config=dynamic_config)
+    cmd = dev_server_command(db_file, port, ui_port, namespace, dynamic_config=dynamic_config,
+                             ui_codec_endpoint=ui_codec_endpoint)
     kwargs = {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT, **popen_kwargs}
     if log_file is None:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **kwargs)

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from domain.policy import Policy
 
@@ -327,13 +327,22 @@ class PayoutStage(StrEnum):
 
 
 class PayoutInput(BaseModel):
+    """No bank details: they stay sealed in PostgreSQL and only the transfer activity opens them."""
     payout_id: str
     customer_id: str
     amount: Money
-    account_holder: str
-    iban: str
-    bic: str | None = None
+    iban_masked: str
     policy: Policy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _started_with_bank_details(cls, data):
+        # Payouts started before the bank details left the input carried the full IBAN: masked here,
+        # so their histories still replay (same commands) and the clear details are dropped.
+        if isinstance(data, dict) and "iban_masked" not in data and "iban" in data:
+            data = {k: v for k, v in data.items() if k not in ("iban", "bic", "account_holder")} | {
+                "iban_masked": mask_iban(data["iban"])}
+        return data
 
 
 class PayoutState(BaseModel):
@@ -360,16 +369,19 @@ class PayoutStep(BaseModel):
 
 
 class TransferRequest(BaseModel):
+    """The bank details are read (and decrypted) by the activity from the payout's row."""
     idempotency_key: str
     payout_id: str
     workflow_id: str
     amount: Money
-    account_holder: str
-    iban: str
-    bic: str | None = None
 
 
 def mask_iban(iban: str) -> str:
     """Only the last 4 characters are ever shown (logs, emails, API)."""
     compact = iban.replace(" ", "")
     return "•" * max(len(compact) - 4, 0) + compact[-4:]
+
+
+def mask_name(name: str) -> str:
+    """An account holder as shown: each word's first letter ("Alice Martin" → "A•••• M•••••")."""
+    return " ".join(w[0] + "•" * (len(w) - 1) for w in name.split()) or "•"

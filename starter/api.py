@@ -20,6 +20,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import db
 from config import Settings, settings
 from domain.policy import load_policy
+from starter.codec_server import include_codec_server
+from starter.erasure import include_erasure
 from starter.routes import cases, health, pages, wallet, webhooks
 from starter.service import CaseService, ServiceError
 
@@ -129,6 +131,8 @@ def create_app(s: Settings | None = None, temporal_client=None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(pages.PageRefused, pages.page_refused)
     app.add_exception_handler(RPCError, temporal_error)
+    include_codec_server(app, s)
+    include_erasure(app, s.attachments_dir)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -24,6 +24,25 @@ async def create_token(conn, role: Role | str, subject_id: str, token: str | Non
     return token
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return None
+
+
+async def authenticate(pool: asyncpg.Pool, token: str | None) -> Actor:
+    """The actor of a token; HTTP 401 when it is missing, bad or expired."""
+    from fastapi import HTTPException
+
+    if not token:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = await actor_for_token(pool, token) if len(token) <= 500 and "\x00" not in token else None
+    if found is None:
+        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
 async def actor_for_token(pool: asyncpg.Pool, token: str) -> Actor | None:
     """The actor of a valid, unexpired token; None otherwise."""
     row = await pool.fetchrow(

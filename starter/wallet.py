@@ -10,8 +10,9 @@ from schwifty.exceptions import SchwiftyException
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from activities.wallet import add_entry, balances, ensure_wallet
-from domain.models import Actor, Money, PayoutInput, Role, mask_iban
+from activities.wallet import add_entry, balances, ensure_wallet, seal_bank_details
+from codec import KeyRing, keyring
+from domain.models import Actor, Money, PayoutInput, Role
 from domain.policy import Policy
 from starter.service import Conflict, Forbidden, Invalid, NotFound
 from workflows import search_attributes as sa
@@ -55,7 +56,7 @@ async def wallet_view(pool: asyncpg.Pool, customer_id: str) -> dict:
 
 def payout_view(row) -> dict:
     return {"payout_id": row["payout_id"], "amount_cents": row["amount_cents"], "currency": row["currency"],
-            "iban": mask_iban(row["iban"]), "account_holder": row["account_holder"], "stage": row["stage"],
+            "iban": row["iban_masked"], "account_holder": row["holder_masked"], "stage": row["stage"],
             "expected_by": row["expected_by"].isoformat() if row["expected_by"] else None,
             "failure_reason": row["failure_reason"], "created_at": row["created_at"].isoformat()}
 
@@ -72,8 +73,9 @@ async def get_payout(pool, actor: Actor, payout_id: str) -> dict:
 
 async def request_payout(pool: asyncpg.Pool, temporal: Client, task_queue: str, policy: Policy, actor: Actor, *,
                          amount_cents: int, account_holder: str, iban: str, bic: str | None,
-                         idempotency_key: str | None) -> tuple[dict, bool]:
-    """Holds the amount and starts the payout workflow. The same Idempotency-Key returns the same payout."""
+                         idempotency_key: str | None, keys: KeyRing | None = None) -> tuple[dict, bool]:
+    """Holds the amount and starts the payout workflow. The same Idempotency-Key returns the same payout.
+    The bank details are stored sealed (keys: the settings' CODEC_KEYS) and never enter Temporal."""
     if actor.role != Role.customer:
         raise Forbidden("only customers pay out their own wallet")
     iban, bic = validate_bank_account(iban, bic)
@@ -90,21 +92,24 @@ async def request_payout(pool: asyncpg.Pool, temporal: Client, task_queue: str, 
             if amount_cents > available:
                 raise Invalid(f"the amount exceeds the available balance ({available} cents)", field="amount_cents",
                               available_cents=available)
+            bank = seal_bank_details(keys or keyring(), payout_id, account_holder, iban, bic)
             await conn.execute(
-                """INSERT INTO payouts (payout_id, customer_id, amount_cents, currency, account_holder, iban, bic, stage)
-                   VALUES ($1, $2, $3, 'EUR', $4, $5, $6, 'requested')""",
-                payout_id, actor.id, amount_cents, account_holder, iban, bic)
+                """INSERT INTO payouts (payout_id, customer_id, amount_cents, currency, account_holder, iban, bic,
+                                        iban_masked, holder_masked, stage)
+                   VALUES ($1, $2, $3, 'EUR', $4, $5, $6, $7, $8, 'requested')""",
+                payout_id, actor.id, amount_cents, bank["account_holder"], bank["iban"], bank["bic"],
+                bank["iban_masked"], bank["holder_masked"])
             await add_entry(conn, customer_id=actor.id, kind="hold", cents=amount_cents, currency="EUR",
                             key=f"{payout_id}:hold", reason="payout requested", payout_id=payout_id)
         row = await conn.fetchrow("SELECT * FROM payouts WHERE payout_id = $1", payout_id)
     if row["customer_id"] != actor.id:
         raise Conflict("idempotency key already used", stage=row["stage"])
     inp = PayoutInput(payout_id=payout_id, customer_id=actor.id, amount=Money(cents=row["amount_cents"]),
-                      account_holder=row["account_holder"], iban=row["iban"], bic=row["bic"], policy=policy)
+                      iban_masked=row["iban_masked"], policy=policy)
     await temporal.start_workflow(
         PayoutWorkflow.run, inp, id=payout_id, task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.CASE_KIND, "payout"),
                                                  SearchAttributePair(sa.CUSTOMER_ID, actor.id)]),
-        static_summary=f"Wallet payout {row['amount_cents'] / 100:.2f} EUR · customer {actor.id} → {mask_iban(iban)}")
+        static_summary=f"Wallet payout {row['amount_cents'] / 100:.2f} EUR · customer {actor.id} → {row['iban_masked']}")
     return payout_view(row), existing is None

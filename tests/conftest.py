@@ -13,6 +13,11 @@ os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 # Every worker of the tests (also those in subprocesses) runs the strict workflow sandbox (worker.py).
 os.environ.setdefault("WORKFLOW_SANDBOX", "strict")
 
+from tests.helpers.keys import TEST_CODEC_KEYS  # noqa: E402
+
+# Every Settings() of the suite encrypts with the test-only key (tests/helpers/keys.py).
+os.environ["CODEC_KEYS"] = TEST_CODEC_KEYS
+
 from activities import db  # noqa: E402
 from tests.helpers.servers import (  # noqa: E402
     ServedApp,

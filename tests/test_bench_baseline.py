@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from codec import data_converter
 from temporalio.worker import Worker
 
 from bench import scenarios as sc
@@ -37,7 +37,7 @@ async def baseline_worker(tmp_path_factory):
 
     server = await start_dev_server(tmp_path_factory.mktemp("temporal") / "server.log")
     try:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=data_converter())
         await ensure_search_attributes(client)
         queue = f"bench-baseline-{uuid.uuid4().hex[:6]}"
         async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES,

@@ -56,7 +56,7 @@ def run_config(compose_file: Path, env: dict[str, str] | None = None) -> subproc
 def resolved() -> dict:
     version = subprocess.run([str(compose_bin()), "version", "--short"], capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2."), version
-    result = run_config(COMPOSE_FILE)
+    result = run_config(COMPOSE_FILE, {"CODEC_KEYS": "required-from-the-environment"})
     assert result.returncode == 0, f"docker-compose config rejected the file:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
 
@@ -331,3 +331,8 @@ def test_dockerignore_keeps_local_state_out():
     ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".data", ".git"} <= ignored
     assert {"**/__pycache__", ".pytest_cache"} <= ignored
+
+
+def test_codec_keys_come_from_the_environment_never_from_the_file():
+    result = run_config(COMPOSE_FILE)
+    assert result.returncode != 0 and "CODEC_KEYS" in result.stderr

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.cases import sign_webhook
+from codec import data_converter
 from devstack.gateway_sandbox import create_app as create_sandbox
 from devstack.temporal_server import ensure_search_attributes
 from starter.api import create_app
@@ -33,7 +33,7 @@ async def stack(pool, test_settings, tmp_path_factory):
 
     server = await start_dev_server(tmp_path_factory.mktemp("temporal") / "server.log")
     try:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=data_converter())
         await ensure_search_attributes(client)
         api_sock = bound_socket()
         api_port = api_sock.getsockname()[1]

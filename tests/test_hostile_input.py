@@ -153,7 +153,7 @@ def actor_of(label: str) -> str:
     if any(action in label for action in ("/decision", "/return-label", "/receipt", "/refund-activation",
                                           "/outbound-")):
         return "seller"
-    if "/care" in label or "/escalations" in label:
+    if "/care" in label or "/escalations" in label or "/codec/" in label or "/erasure" in label:
         return "agent"
     return "customer"
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from codec import data_converter
+from tests.helpers.keys import TEST_CODEC_KEYS
 from worker import WORKFLOWS, workflow_runner
 
 ROOT = Path(__file__).parent / "histories"
@@ -44,7 +45,7 @@ def test_every_release_names_its_build_and_covers_every_workflow_kind(release: P
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_history_replays_with_current_code(path: Path):
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(TEST_CODEC_KEYS),
                         workflow_runner=workflow_runner("strict"))
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
@@ -54,7 +55,7 @@ async def test_history_replays_with_current_code(path: Path):
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_history_replays_with_the_production_runner(path: Path):
     """Production passes the workflow modules through the sandbox (worker.py): same replay."""
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(TEST_CODEC_KEYS),
                         workflow_runner=workflow_runner("fast"))
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)

@@ -20,8 +20,8 @@ from dataclasses import replace
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from codec import data_converter
 from devstack.gateway_sandbox import create_app as create_sandbox
 from devstack.temporal_server import ensure_search_attributes, stop_process
 from starter.api import create_app
@@ -65,7 +65,7 @@ async def stack(pool, pg_server, database_url, mail_sink, test_settings, tmp_pat
     st.task_queue = "resilience"
     worker = None
     try:
-        client = await Client.connect(st.server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(st.server.address, data_converter=data_converter())
         await ensure_search_attributes(client)
         api_sock = bound_socket()
         api_port = api_sock.getsockname()[1]

@@ -19,7 +19,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkerDeploymentVersion
-from temporalio.contrib.pydantic import pydantic_data_converter
+from codec import data_converter
 from temporalio.workflow import _Definition  # the SDK's parsed @workflow.defn
 
 from devstack.gateway_sandbox import create_app as create_sandbox
@@ -50,7 +50,7 @@ async def cluster(pool, tmp_path_factory):
     sandbox = await ServedApp(create_sandbox(api_key="sk_test_sandbox", webhook_url=None, webhook_secret="whsec_test",
                                              settle_after_seconds=None), name="gateway sandbox").start()
     try:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=data_converter())
         await ensure_search_attributes(client)
         yield SimpleNamespace(server=server, client=client, sandbox=sandbox)
     finally:

