@@ -225,7 +225,8 @@ async def until_visible(client: Client, handles: dict[str, WorkflowHandle], time
 async def test_search_attributes_are_registered(ops):
     assert await list_custom_search_attributes(ops.client) == {
         "CaseKind": "KEYWORD", "CaseStage": "KEYWORD", "OrderId": "KEYWORD", "SellerId": "KEYWORD",
-        "CustomerId": "KEYWORD", "NextDeadline": "DATETIME", "Escalated": "BOOL", "RefundAmountCents": "INT"}
+        "CustomerId": "KEYWORD", "NextDeadline": "DATETIME", "Escalated": "BOOL", "RefundAmountCents": "INT",
+        "LegalRefundDue": "DATETIME"}
 
 
 async def test_operator_filters(ops, pool):
@@ -399,7 +400,9 @@ async def test_metrics_endpoint_exports_sdk_and_business_metrics(ops, pool):
     # SDK metrics from the same endpoint.
     assert delta("temporal_workflow_completed", workflow_type="CaseWorkflow", task_queue=ops.task_queue) >= 3
     assert delta("temporal_workflow_completed", workflow_type="PayoutWorkflow", task_queue=ops.task_queue) >= 1
-    assert delta("temporal_activity_execution_latency_count", activity_type="record_case_events") > 0
+    assert delta("temporal_activity_execution_latency_count", activity_type="notify") > 0
+    # The read-model writes are local activities (workflows/case/workflow.py write()).
+    assert delta("temporal_local_activity_execution_latency_count", activity_type="record_case_events") > 0
     assert delta("temporal_workflow_task_execution_latency_count", workflow_type="CaseWorkflow") > 0
     assert total(after, "temporal_worker_start", task_queue=ops.task_queue) >= 1
 
