@@ -71,6 +71,12 @@ async def erase(pool, customer_id: str, attachments_dir: str) -> dict:
                WHERE customer_id = $1 RETURNING erased_at""", customer_id, ERASED)
         await conn.execute("UPDATE cases SET input = input - 'description', state = state || $2 "
                            "WHERE case_id = ANY($1::text[])", case_ids, STATE_ERASED)
+        # A keyed closing reason carries people's words as params (a note, a reason): erased in place,
+        # so the reason still renders.
+        for row in await conn.fetch("SELECT case_id, state->'closed_reason_params' AS params FROM cases "
+                                    "WHERE case_id = ANY($1::text[]) AND state ? 'closed_reason_params'", case_ids):
+            await conn.execute("UPDATE cases SET state = jsonb_set(state, '{closed_reason_params}', $2) "
+                               "WHERE case_id = $1", row["case_id"], _scrub(row["params"]))
         await conn.execute("UPDATE case_timeline SET detail = detail - $2::text[] WHERE case_id = ANY($1::text[])",
                            case_ids, FREE_TEXT_KEYS)
         await conn.execute("UPDATE sent_messages SET recipient = $2, body = $2 WHERE case_id = ANY($1::text[])",
@@ -90,6 +96,15 @@ async def erase(pool, customer_id: str, attachments_dir: str) -> dict:
                     path.parent.rmdir()
     return {"customer_id": customer_id, "erased_at": erased_at.isoformat(), "cases": len(case_ids),
             "payouts": len(payout_ids), "photos_deleted": len(photos)}
+
+
+def _scrub(value):
+    """Free-text values (FREE_TEXT_KEYS) replaced by [erased], at any depth (nested keyed texts)."""
+    if isinstance(value, dict):
+        return {k: ERASED if k in FREE_TEXT_KEYS and isinstance(v, str) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
 
 
 async def due_for_erasure(pool, older_than_days: int) -> list[str]:

@@ -131,6 +131,9 @@ async def fingerprint(w: World):
         await w.pool.fetchval("SELECT count(*) FROM wallet_entries WHERE customer_id = ANY($1::text[])", ids),
         await w.pool.fetchval("SELECT count(*) FROM payouts WHERE customer_id = ANY($1::text[])", ids),
         sorted(str(p) for p in w.files_dir.rglob("*")),
+        # The parties themselves (the erasure of a customer's personal data).
+        [tuple(r) for r in await w.pool.fetch(
+            "SELECT customer_id, name, email FROM customers WHERE customer_id = ANY($1::text[]) ORDER BY 1", ids)],
     )
 
 

@@ -224,7 +224,7 @@ def test_workers_take_their_build_id_from_the_image(resolved):
     assert env_of(resolved, "worker")["WORKER_DEPLOYMENT"] == DEFAULT_DEPLOYMENT
     assert ("ARG", 'BUILD_ID=""') in _dockerfile_instructions()
     assert image_env()["WORKER_BUILD_ID"] == "${BUILD_ID}"
-    result = run_config(COMPOSE_FILE, {"BUILD_ID": "3f9c2e1"})
+    result = run_config(COMPOSE_FILE, {"BUILD_ID": "3f9c2e1", "CODEC_KEYS": "required-from-the-environment"})
     assert result.returncode == 0, result.stderr
     for name in PROJECT_SERVICES:
         assert yaml.safe_load(result.stdout)["services"][name]["build"]["args"] == {"BUILD_ID": "3f9c2e1"}, name

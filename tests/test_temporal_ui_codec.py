@@ -119,7 +119,7 @@ async def test_the_ui_decodes_a_case_for_a_signed_in_agent_only(ui_stack, pool, 
         await page.wait_for_selector("text=Quarantotto", timeout=10_000)
         text = await page.inner_text("body")
         assert DESCRIPTION in text and "could not connect" not in text
-        assert "We received your defect claim request" in text  # an activity's summary, decoded too
+        assert "customer: mail.case_opened" in text  # an activity's summary, decoded too
         await page.screenshot(path=str(shots / "temporal-ui-decoded.png"), full_page=True)
         await context.close()
 
@@ -127,7 +127,7 @@ async def test_the_ui_decodes_a_case_for_a_signed_in_agent_only(ui_stack, pool, 
         await page.locator("text=Codec Server could not connect >> visible=true").first.wait_for(timeout=20_000)
         await to_the_input_end(page)
         text = await page.inner_text("body")
-        assert "Quarantotto" not in text and "We received your defect claim request" not in text
+        assert "Quarantotto" not in text and "mail.case_opened" not in text
         assert party["customer_id"] not in text.split("Input", 1)[1].split("Result")[0]
         await page.screenshot(path=str(shots / "temporal-ui-encrypted.png"), full_page=True)
         await context.close()
