@@ -97,13 +97,7 @@ class CaseService:
                         category=None, description: str | None = None,
                         now: datetime | None = None) -> tuple[dict, bool]:
         """Opens a case on an order, or returns the order's open case (a double click opens one)."""
-        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
-        if row is None:
-            raise NotFound(f"order {order_id} not found")
-        order = order_from_row(row)
-        # Only the order's customer opens a case (docs/rules.md, section 1): not its seller, not care.
-        if actor.role != Role.customer or actor.id != order.customer_id:
-            raise Forbidden("you may only ask for help on your own orders")
+        order = await self._customers_order(actor, order_id)
         existing = await self._open_case_row(order_id)
         if existing is not None:
             return await self._ensure_started(existing), False
@@ -127,15 +121,21 @@ class CaseService:
         row = await self.pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
         return await self._ensure_started(row), True
 
-    async def help_options(self, actor: Actor, order_id: str, now: datetime | None = None) -> dict:
-        """What the order's "Get help" page offers: its open case if any, and for each kind whether it
-        may be opened now, until when, or why not (the same checks as open_case, nothing opened)."""
+    async def _customers_order(self, actor: Actor, order_id: str) -> Order:
+        """The order, for its own customer only: only they ask for help on it (docs/rules.md, section 1),
+        not its seller, not care."""
         row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
         if row is None:
             raise NotFound(f"order {order_id} not found")
         order = order_from_row(row)
         if actor.role != Role.customer or actor.id != order.customer_id:
             raise Forbidden("you may only ask for help on your own orders")
+        return order
+
+    async def help_options(self, actor: Actor, order_id: str, now: datetime | None = None) -> dict:
+        """What the order's "Get help" page offers: its open case if any, and for each kind whether it
+        may be opened now, until when, or why not (the same checks as open_case, nothing opened)."""
+        order = await self._customers_order(actor, order_id)
         now = now or datetime.now(timezone.utc)
         p, delivered = self.policy, order.delivered_at
         until = {CaseKind.cancellation: None, CaseKind.defect: delivered and p.defect_window_end(delivered),
