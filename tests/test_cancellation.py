@@ -41,8 +41,10 @@ from tests.helpers.cases import (
 from workflows.case import CaseWorkflow
 
 
-# These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
-PARTY_LOCALE = "en"
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
 
 
 

@@ -55,8 +55,10 @@ from tests.helpers.gates import gated_worker, message_gate, record_gate
 from workflows.case import CaseWorkflow
 
 
-# These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
-PARTY_LOCALE = "en"
+@pytest.fixture
+def party(party_en):
+    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
+    return party_en
 
 CARE = "care@marketplace.example"
 
