@@ -29,7 +29,7 @@ class Settings:
     metrics_bind: str = field(default_factory=lambda: _env("METRICS_BIND", ""))
     # Workflows kept in the worker's memory between their tasks (more: fewer replays; RSS ≈ 100 MiB +
     # ~0.17 MiB per cached case).
-    worker_max_cached_workflows: int = field(default_factory=lambda: int(_env("WORKER_MAX_CACHED_WORKFLOWS", "1000")))
+    worker_max_cached_workflows: int = field(default_factory=lambda: int(_env("WORKER_MAX_CACHED_WORKFLOWS", "500")))
     # The workflow sandbox: "fast" (production: the project's pure and workflow modules imported once,
     # passed through) or "strict" (every module of a workflow re-imported per run, calls restricted:
     # what the tests and the replay test run, worker.py).

@@ -16,12 +16,12 @@ import json
 import time
 from email.message import EmailMessage
 
-import aiosmtplib
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import db, ledger
+from activities.mail import Mailer
 from activities.metrics import count_case_event
 from activities.gateway_client import GatewayClient, GatewayPermanentError
 from config import Settings
@@ -75,6 +75,7 @@ class CaseActivities:
         self.settings = settings
         self.gateway = gateway or GatewayClient(settings.gateway_url, settings.gateway_api_key)
         self.http = http or httpx.AsyncClient(timeout=10)
+        self.mailer = Mailer(settings.smtp_host, settings.smtp_port)
 
     def all(self) -> list:
         return [self.record_case_events, self.notify, self.deliver_seller_webhook, self.set_order_status,
@@ -175,7 +176,7 @@ class CaseActivities:
         if n.case_id:
             msg["X-Case-Id"] = n.case_id
         msg.set_content(n.body)
-        await aiosmtplib.send(msg, hostname=self.settings.smtp_host, port=self.settings.smtp_port, timeout=10)
+        await self.mailer.send(msg)
         await self._mark_sent(pool, n, "email")
 
     async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str, locale: str) -> None:

@@ -24,6 +24,10 @@ from bench.seed import SeededOrder
 # An action refused because the case is not in its stage yet (409; a rejected Update for the baseline) is
 # tried again this long after the previous attempt started, for the real and the baseline cases alike.
 RETRY_EVERY = 0.1
+# A party acts once the case shows the action's stage, as a seller or customer does after the email or
+# the page: the driver knows the stage from the last answer (an action answers with the stage the case
+# moved on to), and while that is not the action's stage it reads the case (GET, the read model) this often.
+READ_EVERY = 0.05
 
 
 class BenchError(RuntimeError):
@@ -37,6 +41,7 @@ def bearer(token: str) -> dict:
 @dataclass
 class Counters:
     conflicts: int = 0  # 409 answers retried (an action sent before the case reached its stage)
+    reads: int = 0  # GETs of the case while waiting for an action's stage
     accepted: int = 0  # 202 answers (the action was taken; the case had not moved on within the API's wait)
     errors: list[str] = field(default_factory=list)
 
@@ -46,18 +51,31 @@ def api_client(base_url: str, connections: int = 200) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
 
 
-async def open_case(http: httpx.AsyncClient, order: SeededOrder, kind: str) -> str:
+async def open_case(http: httpx.AsyncClient, order: SeededOrder, kind: str) -> dict:
     r = await http.post(f"/v1/orders/{order.order_id}/help-requests", json={"kind": kind},
                         headers=bearer(order.customer_token))
     if r.status_code != 201:
         raise BenchError(f"help request on {order.order_id}: {r.status_code} {r.text[:300]}")
-    return r.json()["case_id"]
+    return r.json()
 
 
-async def act(http: httpx.AsyncClient, counters: Counters, case_id: str, path: str, token: str, body: dict,
-              timeout: float = 60) -> dict:
-    """POSTs an action, again every RETRY_EVERY seconds while the case is not in the stage yet (409)."""
+async def act(http: httpx.AsyncClient, counters: Counters, case_id: str, stage: str, path: str, token: str,
+              body: dict, timeout: float = 60) -> dict:
+    """POSTs an action once the case is in one of its stages (`stage`: the last one seen; the case is read
+    every READ_EVERY seconds until then), again every RETRY_EVERY seconds on a 409 (the case not ready)."""
+    from starter.actions import ACTIONS
+
     end = time.monotonic() + timeout
+    stages = {s.value for s in ACTIONS[path].stages}
+    while stage not in stages:
+        if time.monotonic() > end:
+            raise BenchError(f"{path} on {case_id}: the case stayed in {stage}")
+        await asyncio.sleep(READ_EVERY)
+        r = await http.get(f"/v1/cases/{case_id}", headers=bearer(token))
+        counters.reads += 1
+        if r.status_code != 200:
+            raise BenchError(f"GET {case_id}: {r.status_code} {r.text[:300]}")
+        stage = r.json()["stage"]
     while True:
         t0 = time.monotonic()
         r = await http.post(f"/v1/cases/{case_id}/{path}", json=body, headers=bearer(token))
@@ -81,20 +99,22 @@ async def wait_closed(client, case_id: str, expected: str = "refunded") -> dict:
 
 
 async def cancellation_case(http, client, counters: Counters, order: SeededOrder) -> str:
-    case_id = await open_case(http, order, "cancellation")
+    case_id = (await open_case(http, order, "cancellation"))["case_id"]
     await wait_closed(client, case_id)
     return case_id
 
 
 async def withdrawal_case(http, client, counters: Counters, order: SeededOrder) -> str:
-    case_id = await open_case(http, order, "withdrawal")
+    opened = await open_case(http, order, "withdrawal")
+    case_id, stage = opened["case_id"], opened["stage"]
     tracking = f"RET{case_id[-10:]}"
-    await act(http, counters, case_id, "return-label", order.seller_token,
-              {"carrier": "Colissimo", "tracking_number": tracking, "label_url": "https://labels.example/r.pdf"})
-    await act(http, counters, case_id, "shipment", order.customer_token,
-              {"carrier": "Colissimo", "tracking_number": tracking})
-    await act(http, counters, case_id, "receipt", order.seller_token, {})
-    await act(http, counters, case_id, "refund-activation", order.seller_token, {})
+    for path, token, body in (
+            ("return-label", order.seller_token,
+             {"carrier": "Colissimo", "tracking_number": tracking, "label_url": "https://labels.example/r.pdf"}),
+            ("shipment", order.customer_token, {"carrier": "Colissimo", "tracking_number": tracking}),
+            ("receipt", order.seller_token, {}),
+            ("refund-activation", order.seller_token, {})):
+        stage = (await act(http, counters, case_id, stage, path, token, body))["stage"]
     await wait_closed(client, case_id)
     return case_id
 
@@ -106,6 +126,7 @@ class LoadResult:
     concurrency: int
     durations: list[float]
     conflicts: int = 0
+    reads: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # component → CPU seconds during the run
     case_ids: list[str] = field(default_factory=list)
 
@@ -117,7 +138,8 @@ class LoadResult:
         """Two runs of the same kind as one (cases, seconds and CPU summed)."""
         return LoadResult(cases=self.cases + other.cases, seconds=self.seconds + other.seconds,
                           concurrency=self.concurrency, durations=self.durations + other.durations,
-                          conflicts=self.conflicts + other.conflicts, case_ids=self.case_ids + other.case_ids,
+                          conflicts=self.conflicts + other.conflicts, reads=self.reads + other.reads,
+                          case_ids=self.case_ids + other.case_ids,
                           cpu={k: self.cpu.get(k, 0.0) + other.cpu.get(k, 0.0) for k in {*self.cpu, *other.cpu}})
 
 

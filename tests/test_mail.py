@@ -1,0 +1,94 @@
+"""activities/mail.py: messages share a kept SMTP connection; a connection the server dropped is replaced."""
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from activities.mail import IDLE_CONNECTIONS, Mailer
+from tests.helpers.servers import retry_on_port_clash
+
+
+class Recorder:
+    """An SMTP server keeping (client port, subject) of every message: the port tells the connection."""
+
+    def __init__(self):
+        self.got: list[tuple[int, str]] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        subject = next(line for line in envelope.content.decode().splitlines() if line.startswith("Subject:"))
+        self.got.append((session.peer[1], subject.removeprefix("Subject: ")))
+        return "250 OK"
+
+
+def start_server(recorder: Recorder, port: int | None = None) -> Controller:
+    def start(p: int) -> Controller:
+        c = Controller(recorder, hostname="127.0.0.1", port=p, ready_timeout=10)
+        c.start()
+        return c
+    return start(port) if port is not None else retry_on_port_clash("test SMTP server", start)
+
+
+def mail(subject: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "after-sales@marketplace.example", "a@example.com", subject
+    msg.set_content("body")
+    return msg
+
+
+@pytest.fixture
+def server():
+    recorder = Recorder()
+    controller = start_server(recorder)
+    yield recorder, controller
+    controller.stop()
+
+
+async def test_messages_one_after_another_share_one_connection(server):
+    recorder, controller = server
+    mailer = Mailer("127.0.0.1", controller.port)
+    for i in range(3):
+        await mailer.send(mail(f"m{i}"))
+    assert [s for _, s in recorder.got] == ["m0", "m1", "m2"]
+    assert len({port for port, _ in recorder.got}) == 1
+    mailer.close()
+
+
+async def test_messages_at_once_each_get_a_connection_and_a_few_are_kept(server):
+    recorder, controller = server
+    mailer = Mailer("127.0.0.1", controller.port)
+    await asyncio.gather(*(mailer.send(mail(f"m{i}")) for i in range(IDLE_CONNECTIONS + 2)))
+    assert sorted(s for _, s in recorder.got) == sorted(f"m{i}" for i in range(IDLE_CONNECTIONS + 2))
+    assert len(mailer._idle) == IDLE_CONNECTIONS
+    await mailer.send(mail("after"))  # on a kept connection
+    assert recorder.got[-1][0] in {port for port, _ in recorder.got[:-1]}
+    mailer.close()
+
+
+async def test_a_kept_connection_the_server_dropped_is_replaced():
+    recorder = Recorder()
+    controller = start_server(recorder)
+    port = controller.port
+    mailer = Mailer("127.0.0.1", port)
+    await mailer.send(mail("before"))
+    controller.stop()  # a restart of the mail server: the kept connection is gone
+    controller = start_server(recorder, port)
+    try:
+        await mailer.send(mail("after"))
+        assert [s for _, s in recorder.got] == ["before", "after"]
+        assert recorder.got[0][0] != recorder.got[1][0]
+    finally:
+        mailer.close()
+        controller.stop()
+
+
+async def test_a_server_that_is_down_raises_so_the_activity_is_retried():
+    from tests.helpers.servers import closed_port
+
+    with closed_port() as port:
+        mailer = Mailer("127.0.0.1", port, timeout=2)
+        with pytest.raises(OSError):
+            await mailer.send(mail("nobody listens"))
+        assert mailer._idle == []
