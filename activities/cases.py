@@ -83,38 +83,37 @@ class CaseActivities:
 
     @activity.defn
     async def record_case_events(self, events: list[TimelineEvent]) -> None:
-        """Timeline rows in one transaction (the case batches the events of one step), the read model at
-        the last of them; each row once (case_id, seq), the read model never behind (last_seq)."""
+        """Timeline rows (the case batches the events of one step) and the read model at the last of
+        them, in one statement, atomic by itself: each row once (case_id, seq), the read model never
+        behind (last_seq). One round trip instead of a transaction's four or more."""
+        s, last = events[-1].state, events[-1]
         pool = await db.get_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            inserted = [ev for ev in events if await self._write_event(conn, ev)]
-        for ev in inserted:
-            count_case_event(ev)
-
-    @staticmethod
-    async def _write_event(conn, ev: TimelineEvent) -> bool:
-        """One timeline row + the read-model upsert guarded by last_seq. True when the row is new."""
-        s = ev.state
-        state_json = s.model_dump(mode="json")
-        await conn.execute(
-            """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
-                                  last_seq, opened_at, closed_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                       CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
-               ON CONFLICT (case_id) DO UPDATE SET
-                   stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
-                   last_seq = EXCLUDED.last_seq, updated_at = now(),
-                   closed_at = CASE WHEN EXCLUDED.stage = 'closed' THEN $10::timestamptz END
-               WHERE cases.last_seq < EXCLUDED.last_seq""",
+        inserted = await pool.fetch(
+            """WITH timeline AS (
+                   INSERT INTO case_timeline (case_id, seq, at, event, detail)
+                   SELECT $1, * FROM unnest($12::int[], $13::timestamptz[], $14::text[], $15::jsonb[])
+                   ON CONFLICT (case_id, seq) DO NOTHING
+                   RETURNING seq),
+               read_model AS (
+                   INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
+                                      last_seq, opened_at, closed_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11,
+                           CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
+                   ON CONFLICT (case_id) DO UPDATE SET
+                       stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
+                       last_seq = EXCLUDED.last_seq, updated_at = now(),
+                       closed_at = CASE WHEN EXCLUDED.stage = 'closed' THEN $10::timestamptz END
+                   WHERE cases.last_seq < EXCLUDED.last_seq)
+               SELECT seq FROM timeline""",
             s.case_id, s.order_id, s.kind.value, s.customer_id, s.seller_id, s.stage.value,
-            s.outcome.value if s.outcome else None, state_json, ev.seq, ev.at,
+            s.outcome.value if s.outcome else None, s.model_dump(mode="json"), last.seq, last.at, events[0].at,
+            [ev.seq for ev in events], [ev.at for ev in events], [ev.event for ev in events],
+            [ev.detail for ev in events],
         )
-        inserted = await conn.execute(
-            """INSERT INTO case_timeline (case_id, seq, at, event, detail) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (case_id, seq) DO NOTHING""",
-            ev.case_id, ev.seq, ev.at, ev.event, ev.detail,
-        )
-        return inserted.endswith(" 1")
+        new = {r["seq"] for r in inserted}
+        for ev in events:
+            if ev.seq in new:
+                count_case_event(ev)
 
     @activity.defn
     async def notify(self, n: Notification) -> bool:

@@ -89,9 +89,9 @@ def tables(r: Results) -> str:
                        f"now: {'; '.join(parts)}. Those two runs saw different loads of the machine; the old-shape "
                        "baseline above is the same-run comparison.")
         out.append(f"\nGoal: real / same-shape ≥ {GOAL_RATIO}. Every run in detail (CPU by component):\n")
-        out.append("| run | cases | cases/s | case p50 / p95 (s) | 409 retried | stage reads | "
+        out.append("| run | cases | cases/s | case p50 / p95 (s) | 409 retried | "
                    + " | ".join(f"CPU {c}" for c in COMPONENTS) + " | CPU used (ours) | others' CPU |")
-        out.append("|---|---:|---:|---:|---:|---:|" + "---:|" * len(COMPONENTS) + "---:|---:|")
+        out.append("|---|---:|---:|---:|---:|" + "---:|" * len(COMPONENTS) + "---:|---:|")
         labels = {"a": "(a) real", "c-a": "(a) same-shape baseline", "o-a": "(a) old-shape baseline",
                   "b": "(b) real", "c-b": "(b) same-shape baseline", "o-b": "(b) old-shape baseline"}
         for kind, label in labels.items():
@@ -100,12 +100,11 @@ def tables(r: Results) -> str:
                 continue
             util = _cpu_total(res) / res.seconds / int(m["nproc"]) * 100
             out.append(f"| {label} | {res.cases} | **{res.per_second:.2f}** | "
-                       f"{percentile(res.durations, 50):.2f} / {percentile(res.durations, 95):.2f} | {res.conflicts} | {res.reads} | "
+                       f"{percentile(res.durations, 50):.2f} / {percentile(res.durations, 95):.2f} | {res.conflicts} | "
                        + " | ".join(_cpu_cells(res, res.cases)) + f" | {util:.0f} % | {_others(res.cpu, res.seconds, m)} |")
-        out.append("\n\"stage reads\": `GET /v1/cases/{id}` of the real cases' driver waiting for an action's stage "
-                   "(a party acts once the case shows its stage; an action's answer gives the stage it moved on to, "
-                   "so most actions need none). \"409 retried\": actions sent again because the case was not ready "
-                   "for them yet (the baselines' Updates are sent and retried by their worker, not counted). \"CPU used "
+        out.append("\n\"409 retried\": actions of the real cases sent again because the case was not in their stage "
+                   "yet (an action is sent at once when the last answer showed its stage, else 0.1 s later; the "
+                   "baselines' Updates are sent and retried by their worker, not counted). \"CPU used "
                    "(ours)\": the benchmark's processes, in % of the machine's CPUs; \"others' CPU\": the rest of the "
                    "machine (other people's processes) during the same runs.\n")
 

@@ -126,7 +126,7 @@ class Bench:
                 items = list(range(n + warmup))
             if warmup:
                 await sc.closed_loop(items[:warmup], min(warmup, concurrency), one)
-            counters.conflicts = counters.reads = 0
+            counters.conflicts = 0
             case_ids.clear()
             meter = CpuMeter(lambda: st.cpu_roots(baseline=kind in SPEC_OF)).start()
             seconds, durations = await sc.closed_loop(items[warmup:], concurrency, one)
@@ -136,8 +136,7 @@ class Bench:
             say(f"  ({kind}) {counters.accepted} action(s) answered 202 (the case took over "
                 "ACTION_ANSWER_TIMEOUT_SECONDS to move on)")
         return sc.LoadResult(cases=n, seconds=seconds, concurrency=concurrency, durations=durations,
-                             conflicts=counters.conflicts, reads=counters.reads, cpu=cpu,
-                             case_ids=case_ids)
+                             conflicts=counters.conflicts, cpu=cpu, case_ids=case_ids)
 
     async def learn_shapes(self) -> None:
         """One real case of each kind, driven through the API; their histories give the baseline's shape."""
@@ -188,7 +187,7 @@ class Bench:
                 res = await self.load(kind, n, cfg.concurrency, warmup=None if r == 0 else 0)
                 self.r.throughput[kind] = self.r.throughput[kind].add(res) if kind in self.r.throughput else res
                 say(f"round {r + 1}/{cfg.rounds} ({kind}): {res.cases} cases in {res.seconds:.1f} s: "
-                    f"{res.per_second:.2f}/s ({res.conflicts} retried after 409/rejection, {res.reads} stage reads; "
+                    f"{res.per_second:.2f}/s ({res.conflicts} retried after 409/rejection; "
                     f"others used {res.cpu.get('others', 0) / res.seconds * 100:.0f} % of a CPU)")
         await st.stop_workers()
 

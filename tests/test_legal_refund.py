@@ -29,7 +29,7 @@ from tests.helpers.cases import (
     wait_for,
     wait_stage,
 )
-from starter.service import CaseService
+from starter.service import CASE_VIEW
 from tests.helpers.data import order_total
 from workflows import search_attributes as sa
 from workflows.case import CaseWorkflow
@@ -77,7 +77,7 @@ async def test_shipped_on_day_13_the_marketplace_refunds_on_day_14_with_the_parc
     meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert f"legal refund due: {fmt(due)} Europe/Paris" in meta.current_details
     # The read model (what GET /v1/cases/{id} returns) has it too.
-    view = CaseService.case_view(await pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", handle.id))
+    view = await pool.fetchval(f"SELECT {CASE_VIEW} FROM cases WHERE case_id = $1", handle.id)
     assert view["legal_refund_due"] == due.isoformat() and view["deadlines"]["legal_refund"] == due.isoformat()
     act_at = due - timedelta(hours=12)  # legal_refund_margin_hours: the refund is made on the due day
     await jump_to(ts_env, act_at - timedelta(minutes=5))
