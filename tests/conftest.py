@@ -84,11 +84,12 @@ async def ts_env(request):
 
 
 @pytest.fixture
-async def party(pool):
-    """A customer and a seller of their own (ids, emails, tokens), for one test."""
+async def party(pool, request):
+    """A customer and a seller of their own (ids, emails, tokens), for one test, reading French; a test
+    module that reads the emails' English texts sets PARTY_LOCALE = "en"."""
     from tests.helpers.data import make_party
 
-    return await make_party(pool)
+    return await make_party(pool, locale=getattr(request.module, "PARTY_LOCALE", "fr"))
 
 
 @pytest.fixture

@@ -41,10 +41,8 @@ from tests.helpers.cases import (
 from workflows.case import CaseWorkflow
 
 
-@pytest.fixture
-def party(party_en):
-    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
-    return party_en
+# These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
+PARTY_LOCALE = "en"
 
 
 

@@ -55,10 +55,8 @@ from tests.helpers.gates import gated_worker, message_gate, record_gate
 from workflows.case import CaseWorkflow
 
 
-@pytest.fixture
-def party(party_en):
-    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
-    return party_en
+# These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
+PARTY_LOCALE = "en"
 
 CARE = "care@marketplace.example"
 

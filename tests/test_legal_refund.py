@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
-import pytest
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
@@ -36,10 +35,8 @@ from workflows.case import CaseWorkflow
 from workflows.common import fmt
 
 
-@pytest.fixture
-def party(party_en):
-    """These tests read the emails' English texts: parties reading English (French: test_mail_locale.py)."""
-    return party_en
+# These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
+PARTY_LOCALE = "en"
 
 CARE = "care@marketplace.example"
 ITEMS, DELIVERY = 24900, 599  # the test order (tests/helpers/data.py)
