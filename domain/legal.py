@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from domain.calendar import add_months, end_of_paris_day, paris_day
+from domain.calendar import add_months, end_of_paris_day, months_deadline, paris_day
 
 REFUND_DAYS = 14  # L221-24
 # L242-4: (last day late of the band, increase in percent); None = the legal interest rate.
@@ -87,4 +87,4 @@ def used_goods_defect_presumed(delivered_at: datetime, claimed_at: datetime) -> 
 
 
 def legal_guarantee_end(delivered_at: datetime, months: int = LEGAL_GUARANTEE_MONTHS) -> datetime:
-    return end_of_paris_day(add_months(paris_day(delivered_at), months))
+    return months_deadline(delivered_at, months)

@@ -57,10 +57,13 @@ def when(moment: datetime | str | None, locale: str) -> str:
     """A moment in Europe/Paris, in the locale's long date and short time ("1 décembre 2026, 14:30")."""
     if moment is None:
         return ""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
     loc = locale_or_default(locale)
-    return format_datetime(moment.astimezone(PARIS), _moment_pattern(loc), locale=loc)
+    return format_datetime(_in_paris(moment), _moment_pattern(loc), locale=loc)
+
+
+def _in_paris(moment: datetime | str) -> datetime:
+    """An aware moment, or its ISO form (what the workflows pass), in Europe/Paris."""
+    return (datetime.fromisoformat(moment) if isinstance(moment, str) else moment).astimezone(PARIS)
 
 
 @lru_cache(maxsize=None)
@@ -75,9 +78,7 @@ def day(moment: datetime | str | None, locale: str) -> str:
     """The date alone, in Europe/Paris ("1 décembre 2026")."""
     if moment is None:
         return ""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return format_date(moment.astimezone(PARIS), "long", locale=locale_or_default(locale))
+    return format_date(_in_paris(moment), "long", locale=locale_or_default(locale))
 
 
 # Params rendered by their name (the workflow passes only JSON values, the locale decides the words).

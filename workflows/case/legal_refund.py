@@ -58,7 +58,7 @@ class LegalRefund:
         proven shipped, and the policy says so."""
         return self.due_reached and case.inp.policy.marketplace_refunds_at_legal_due
 
-    def made(self, case) -> None:
+    def made(self) -> None:
         if self.made_at is None:
             self.made_at = workflow.now()
 

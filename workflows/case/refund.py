@@ -115,7 +115,7 @@ async def refund_card(case, cents: int, why: dict, activation_from: datetime | N
                                     card_closed=code in CARD_CLOSED_REASONS)
             raise
         if result.status != "failed":
-            case.legal.made(case)  # the law counts the refund made once the gateway created it
+            case.legal.made()  # the law counts the refund made once the gateway created it
         if result.amount_cents is not None and result.amount_cents != cents:  # the order's remainder
             cents = result.amount_cents
             case.state.refund_cents = cents
@@ -185,7 +185,7 @@ async def credit_wallet(case, key: str, cents: int, reason: str) -> bool:
             return False
         raise
     case.commit("money was credited to the wallet")
-    case.legal.made(case)
+    case.legal.made()
     case.state.wallet_credited_cents += cents
     await case.record("wallet_credited", {"amount_cents": cents, "reason": reason})
     return True
