@@ -9,7 +9,7 @@ from fastapi import Depends, Header, HTTPException, Path as PathParam, Request
 
 from config import Settings
 from domain.models import Actor, Role
-from starter.auth import actor_for_token
+from starter.auth import actor_for_token, authenticate, bearer_token
 from starter.service import CaseService
 
 
@@ -26,12 +26,7 @@ def get_service(request: Request) -> CaseService:
 
 
 async def get_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    found = await actor_for_token(request.app.state.pool, authorization[7:].strip())
-    if found is None:
-        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    return await authenticate(request.app.state.pool, bearer_token(authorization))
 
 
 SESSION_COOKIE = "session"  # the pages' sign-in: the same bearer token, in an HttpOnly cookie
