@@ -11,7 +11,7 @@ switch). A refund made late anyway owes the L242-4 increase: credited once to th
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from temporalio import workflow
@@ -28,18 +28,17 @@ PATCH = "legal-refund-due"
 
 @dataclass
 class LegalRefund:
+    case: object = field(repr=False)  # the CaseWorkflow this deadline belongs to
     due: datetime | None = None
     act_at: datetime | None = None  # the marketplace refunds from here (the policy's margin before the due)
     made_at: datetime | None = None  # the refund created at the gateway, or the wallet credited
     due_reached: bool = False  # act_at passed with no refund made
     _watch: asyncio.Task | None = None
 
-    def applies(self, case) -> bool:
-        return case.inp.kind == CaseKind.withdrawal
-
-    def arm(self, case) -> None:
+    def arm(self) -> None:
         """Computes the due date once a proof exists, then watches it (idempotent)."""
-        if self.due is not None or not self.applies(case):
+        case = self.case
+        if self.due is not None or case.inp.kind != CaseKind.withdrawal:
             return
         shipped = case.shipment_at
         received = case.received[1] if case.received else None
@@ -51,12 +50,12 @@ class LegalRefund:
         case.state.deadlines["legal_refund"] = self.due
         case.state.legal_refund_due = self.due
         case.publish()
-        self._watch = asyncio.create_task(self._watch_due(case))
+        self._watch = asyncio.create_task(self._watch_due())
 
-    def refund_now(self, case) -> bool:
+    def refund_now(self) -> bool:
         """The marketplace refunds in the seller's place now: the due instant passed, the item is
         proven shipped, and the policy says so."""
-        return self.due_reached and case.inp.policy.marketplace_refunds_at_legal_due
+        return self.due_reached and self.case.inp.policy.marketplace_refunds_at_legal_due
 
     def made(self) -> None:
         if self.made_at is None:
@@ -66,8 +65,8 @@ class LegalRefund:
         if self._watch is not None and not self._watch.done():
             self._watch.cancel()
 
-    async def _watch_due(self, case) -> None:
-        policy = case.inp.policy
+    async def _watch_due(self) -> None:
+        case, policy = self.case, self.case.inp.policy
         if not await _until(lambda: self.made_at is not None, policy.legal_refund_escalation(self.due)):
             await case.escalate(f"the legal refund deadline is {fmt(self.due)} (Europe/Paris) and the refund is "
                                 "not made yet (L221-24)")
@@ -76,13 +75,14 @@ class LegalRefund:
             await case.record("legal_refund_due_reached", {
                 "due": self.due.isoformat(), "marketplace_refunds": policy.marketplace_refunds_at_legal_due})
 
-    async def pay_increase_if_late(self, case, refunded_cents: int) -> None:
+    async def pay_increase_if_late(self, refunded_cents: int) -> None:
         """A refund made after the due date: the L242-4 increase on the sums refunded, credited once."""
         if self.due is None or self.made_at is None or refunded_cents <= 0:
             return
         days = legal.days_late(self.due, self.made_at)
         if days == 0:
             return
+        case = self.case
         order, policy = case.inp.order, case.inp.policy
         rate, known = legal.legal_rate_for(self.due, policy.legal_interest_rates)
         if not known:

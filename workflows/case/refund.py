@@ -52,14 +52,14 @@ async def refund_in_full_and_close(case, why: dict, activation_from: datetime | 
         why = text("reason.refund_reduced", why=why, already_cents=order.total_cents - left,
                    paid_cents=order.total_cents, refund_cents=left, currency=order.currency)
     if result.settled:
-        await case.legal.pay_increase_if_late(case, left)
+        await case.legal.pay_increase_if_late(left)
         return await case.close(Outcome.refunded, why)
     if result.card_closed:
         if not await credit_wallet(case, "card-fallback", left, f"card refund refused ({result.failed_reason}): "
                                                                 "credited to your wallet"):
             await case.care_decides("the card is closed and the wallet credit would exceed what the order paid")
             raise AssertionError("care_decides without a stage to go back to always ends in a stop")
-        await case.legal.pay_increase_if_late(case, left)
+        await case.legal.pay_increase_if_late(left)
         return await case.close(Outcome.refunded_to_wallet, text(
             "reason.card_refund_to_wallet", failure=result.failed_reason, amount_cents=left,
             currency=case.state.currency))
@@ -80,7 +80,7 @@ async def refund_card(case, cents: int, why: dict, activation_from: datetime | N
 
         # The seller's deadline never lies beyond the law's; at the law's, the marketplace refunds.
         activated = await case.wait_in(
-            Stage.awaiting_refund_activation, lambda: case.activated or case.legal.refund_now(case),
+            Stage.awaiting_refund_activation, lambda: case.activated or case.legal.refund_now(),
             event="refund_activation_requested", since=activation_from, not_after=case.legal.act_at,
             ask=msg("activation-asked", "refund.activation_requested", "mail.activation_asked"),
             remind=msg("activation-reminder", "refund.activation_reminder", "mail.activation_asked_reminder"))

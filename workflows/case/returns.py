@@ -52,14 +52,14 @@ async def return_item(case, seller_pays_label: bool) -> Returned | None:
         await case.notify_customer("return-expired", "mail.return_expired", order_id=order_id)
         await case.close(Outcome.expired, text("reason.not_shipped_back"))
         return None
-    case.legal.arm(case)
+    case.legal.arm()
     if case.received is None:
         shipment = case.shipment
         if shipment is not None and shipment.tracking_number not in case.state.tracking_numbers:
             case.state.tracking_numbers.append(shipment.tracking_number)
         detail = ({"carrier": shipment.carrier, "tracking_number": shipment.tracking_number} if shipment
                   else {"reported_by": "carrier", "tracking_number": label.tracking_number})
-        await case.wait_in(Stage.in_transit, lambda: case.received is not None or case.legal.refund_now(case),
+        await case.wait_in(Stage.in_transit, lambda: case.received is not None or case.legal.refund_now(),
                            event="return_shipped", detail=detail)
         if case.received is None:
             return Returned(None)

@@ -102,7 +102,7 @@ class CaseWorkflow:
         self.received: tuple[str, datetime] | None = None  # (by whom, when) the return arrived
         self.activated = False
         self.activated_at: datetime | None = None
-        self.legal = LegalRefund()  # withdrawals: the law's refund deadline (legal_refund.py)
+        self.legal = LegalRefund(self)  # withdrawals: the law's refund deadline (legal_refund.py)
         self.outbound: ShipmentRequest | None = None
         self.outbound_delivered = False
         self.impossible: SimpleAction | None = None
