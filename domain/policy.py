@@ -68,9 +68,12 @@ class Policy(BaseModel):
     legal_refund_days: int = Field(legal.REFUND_DAYS, ge=legal.REFUND_DAYS)
     legal_refund_escalation_days_before: int = Field(2, ge=1)
     marketplace_refunds_at_legal_due: bool = True
-    # The marketplace acts (and the seller's activation ends) this long before the due instant
-    # (23:59:59 Paris), so that the refund is created on the due day even if the gateway is slow.
-    legal_refund_margin_hours: int = Field(12, ge=1, le=23)
+    # The marketplace acts this long before the due instant (23:59:59 Paris), so that the refund is
+    # created on the due day even if the gateway is slow: 13 h, at 10:59:59 Paris, an hour off the
+    # 12-hour reminders. (With 12 h, a care reminder on the due day fell at the very instant the case
+    # acts, and the wait woke by the law cancels its reminder timer as it fires: a race the real
+    # server absorbs and the time-skipping test server refuses, wedging the case, sdk-java #2606/#3088.)
+    legal_refund_margin_hours: int = Field(13, ge=1, le=23)
     legal_interest_rates: dict[str, str] = Field(default_factory=lambda: dict(LEGAL_INTEREST_RATES))
     # A reminder goes to whoever must act this long before their deadline (sellers: hours matter;
     # customers shipping a parcel: days).
@@ -96,6 +99,11 @@ class Policy(BaseModel):
 
     def legal_refund_act_at(self, due: datetime) -> datetime:
         return _after_hours(due, -self.legal_refund_margin_hours)
+
+    def legal_refund_seller_deadline(self, due: datetime) -> datetime:
+        """The latest end of the seller's activation: a minute before the marketplace acts, so that
+        the seller's deadline and the marketplace's act are never one instant (see the margin)."""
+        return self.legal_refund_act_at(due) - timedelta(minutes=1)
 
     @property
     def reminder_before(self) -> timedelta:

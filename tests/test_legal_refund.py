@@ -76,7 +76,7 @@ async def test_shipped_on_day_13_the_marketplace_refunds_on_day_14_with_the_parc
     # The read model (what GET /v1/cases/{id} returns) has it too.
     view = await pool.fetchval(f"SELECT {CASE_VIEW} FROM cases WHERE case_id = $1", handle.id)
     assert view["legal_refund_due"] == due.isoformat() and view["deadlines"]["legal_refund"] == due.isoformat()
-    act_at = due - timedelta(hours=12)  # legal_refund_margin_hours: the refund is made on the due day
+    act_at = due - timedelta(hours=13)  # legal_refund_margin_hours: the refund is made on the due day
     await jump_to(ts_env, act_at - timedelta(minutes=5))
     assert (await state(handle)).stage == Stage.in_transit
     assert await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}") == []
@@ -110,7 +110,7 @@ async def test_the_pre_due_escalation_and_the_refund_on_the_sellers_behalf_fire_
     await jump_to(ts_env, warn_at + timedelta(minutes=1))
     s = await wait_for(handle, lambda s: s.escalated)
     assert "legal refund deadline" in s.escalation_reason and s.stage == Stage.in_transit
-    act_at = due - timedelta(hours=12)
+    act_at = due - timedelta(hours=13)
     await jump_to(ts_env, act_at - timedelta(minutes=1))
     assert (await state(handle)).stage == Stage.in_transit
     await jump_to(ts_env, act_at + timedelta(minutes=1))
@@ -133,8 +133,9 @@ async def test_a_seller_activating_late_owes_the_increase_credited_once(
     assert (await state(handle)).stage == Stage.in_transit  # the switch is off: no refund in transit
     await deliver(ts_env, handle)
     s = await wait_stage(handle, Stage.awaiting_refund_activation)
-    # The seller's deadline never lies beyond the law's: it is already over, escalated at once.
-    assert s.deadlines["refund_activation"] == due - timedelta(hours=12)
+    # The seller's deadline never lies beyond the law's: a minute before the marketplace would act
+    # (13 h before the due instant), already over, escalated at once.
+    assert s.deadlines["refund_activation"] == due - timedelta(hours=13, minutes=1)
     await wait_for(handle, lambda s: "did not activate" in (s.escalation_reason or ""))
     await jump_to(ts_env, paris(day0 + timedelta(days=17)))
     await handle.execute_update(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)))
@@ -200,3 +201,14 @@ async def test_late_refunds_are_counted_by_late_party():
            for u in buffer.retrieve_updates()}
     assert got == {("aftersales_late_refunds", (("kind", "withdrawal"), ("late_party", "seller"))): 1,
                    ("aftersales_late_increase_cents", (("late_party", "seller"),)): 1706}
+
+
+def test_the_marketplace_acts_13_hours_before_the_due_instant_off_the_reminders_and_after_the_sellers_deadline():
+    """One instant for a reminder and the law's act made a wait cancel a timer as it fired (see
+    test_case_properties.WEDGED_EXAMPLE): the act lies an hour off the 12-hour reminders."""
+    p = Policy()
+    due = calendar.end_of_paris_day(datetime(2027, 3, 1, 9, tzinfo=timezone.utc))  # 23:59:59 Paris
+    act = p.legal_refund_act_at(due)
+    assert act.astimezone(calendar.PARIS).strftime("%Y-%m-%d %H:%M:%S") == "2027-03-01 10:59:59"
+    assert act != due - p.reminder_before  # a care or seller reminder of a deadline ending that day
+    assert p.legal_refund_seller_deadline(due) == act - timedelta(minutes=1)

@@ -52,6 +52,10 @@ class LegalRefund:
         case.publish()
         self._watch = asyncio.create_task(self._watch_due())
 
+    def seller_deadline(self) -> datetime | None:
+        """The seller's activation ends by then at the latest (policy.legal_refund_seller_deadline)."""
+        return None if self.due is None else self.case.inp.policy.legal_refund_seller_deadline(self.due)
+
     def refund_now(self) -> bool:
         """The marketplace refunds in the seller's place now: the due instant passed, the item is
         proven shipped, and the policy says so."""

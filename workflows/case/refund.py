@@ -81,7 +81,7 @@ async def refund_card(case, cents: int, why: dict, activation_from: datetime | N
         # The seller's deadline never lies beyond the law's; at the law's, the marketplace refunds.
         activated = await case.wait_in(
             Stage.awaiting_refund_activation, lambda: case.activated or case.legal.refund_now(),
-            event="refund_activation_requested", since=activation_from, not_after=case.legal.act_at,
+            event="refund_activation_requested", since=activation_from, not_after=case.legal.seller_deadline(),
             ask=msg("activation-asked", "refund.activation_requested", "mail.activation_asked"),
             remind=msg("activation-reminder", "refund.activation_reminder", "mail.activation_asked_reminder"))
         activated = activated and case.activated
