@@ -323,8 +323,9 @@ async def test_the_example_that_wedged_the_test_server_closes(pool, test_setting
     await close_world()  # a fresh server: its clock only moves forward
     env = await world(replace(test_settings, task_queue="property-cases"))
     await jump_to(env, WEDGED_AT)
+    # Wedged, the example's next clock jump timed out (RPCError); now it runs to its end with every
+    # invariant checked (closed, or with care and then closed by care).
     await run_example(pool, test_settings, gateway_sandbox, *WEDGED_EXAMPLE)
-    assert await env.get_current_time() - WEDGED_AT < timedelta(days=130)  # it ended, it did not hang
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
