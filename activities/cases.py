@@ -14,14 +14,13 @@ import hashlib
 import hmac
 import json
 import time
-from email.message import EmailMessage
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import db, ledger
-from activities.mail import Mailer
+from activities.mail import Mailer, text_message
 from activities.metrics import count_case_event
 from activities.gateway_client import GatewayClient, GatewayPermanentError
 from config import Settings
@@ -165,17 +164,12 @@ class CaseActivities:
     async def _send_email_once(self, pool, n: Notification, to: str) -> None:
         if not await self._claim(pool, n, "email", to):
             return
-        msg = EmailMessage()
-        msg["From"] = self.settings.mail_from
-        msg["To"] = to
-        msg["Subject"] = n.subject
-        # Derived from the message key: a send repeated after a crash carries the same id, so the
-        # mail system (and our SMTP sink) shows it once.
-        msg["Message-ID"] = f"<{hashlib.sha256(n.message_key.encode()).hexdigest()[:32]}@aftersales>"
+        # Message-ID derived from the message key: a send repeated after a crash carries the same id, so
+        # the mail system (and our SMTP sink) shows it once.
+        headers = {"Message-ID": f"<{hashlib.sha256(n.message_key.encode()).hexdigest()[:32]}@aftersales>"}
         if n.case_id:
-            msg["X-Case-Id"] = n.case_id
-        msg.set_content(n.body)
-        await self.mailer.send(msg)
+            headers["X-Case-Id"] = n.case_id
+        await self.mailer.send(text_message(self.settings.mail_from, to, n.subject, n.body, headers))
         await self._mark_sent(pool, n, "email")
 
     async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str, locale: str) -> None:

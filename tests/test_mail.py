@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from activities.mail import IDLE_CONNECTIONS, Mailer
+from activities.mail import IDLE_CONNECTIONS, Mailer, text_message
 from tests.helpers.servers import retry_on_port_clash
 
 
@@ -16,8 +18,10 @@ class Recorder:
 
     def __init__(self):
         self.got: list[tuple[int, str]] = []
+        self.raw: list[bytes] = []
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        self.raw.append(envelope.original_content or envelope.content)
         subject = next(line for line in envelope.content.decode().splitlines() if line.startswith("Subject:"))
         self.got.append((session.peer[1], subject.removeprefix("Subject: ")))
         return "250 OK"
@@ -92,3 +96,21 @@ async def test_a_server_that_is_down_raises_so_the_activity_is_retried():
         with pytest.raises(OSError):
             await mailer.send(mail("nobody listens"))
         assert mailer._idle == []
+
+
+async def test_a_text_message_arrives_as_written_accents_long_lines_and_headers_included(server):
+    recorder, controller = server
+    body = ("Bonjour Émilie,\n\nLe remboursement de 129,00 € de la commande o-1 est en cours : "
+            "https://marketplace.example/cases/c-1?" + "x" * 120 + "\n\n— L'équipe après-vente\n")
+    mailer = Mailer("127.0.0.1", controller.port)
+    await mailer.send(text_message("after-sales@marketplace.example", "emilie@example.com",
+                                   "Votre commande o-1 : remboursement de 129,00 € en cours", body,
+                                   {"Message-ID": "<k1@aftersales>", "X-Case-Id": "c-1"}))
+    mailer.close()
+    got = BytesParser(policy=policy.default).parsebytes(recorder.raw[0])
+    assert got["Subject"] == "Votre commande o-1 : remboursement de 129,00 € en cours"
+    assert (got["From"], got["To"]) == ("after-sales@marketplace.example", "emilie@example.com")
+    assert (got["Message-ID"], got["X-Case-Id"]) == ("<k1@aftersales>", "c-1")
+    assert got.get_content_type() == "text/plain" and got.get_content_charset() == "utf-8"
+    assert got.get_content().replace("\r\n", "\n") == body
+    assert max(len(line) for line in recorder.raw[0].splitlines()) <= 78  # SMTP's line limit kept
