@@ -7,6 +7,8 @@
 - With a maildir, each message is saved as a .eml file (the raw message, preceded by X-Sink-*
   headers holding the envelope and the time received) and the directory is reloaded at start, so a
   restarted sink still shows — and still deduplicates against — what it received before.
+- A message is kept raw on arrival (only its Message-ID read) and parsed when first read: receiving
+  costs the sink little, as a mail provider's acceptance costs us nothing (the benchmark's stand-in).
 - With a web port, a small web view: `GET /` an HTML list, `GET /messages` JSON
   (`?to=address` keeps the messages delivered to that address, `?case_id=` those of one case).
 
@@ -25,7 +27,7 @@ import uuid
 from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiosmtpd.controller import Controller
 
 _PARSER = BytesParser(policy=policy.default)
+_HEADERS = BytesHeaderParser(policy=policy.compat32)
 _H_RECEIVED, _H_FROM, _H_TO = "X-Sink-Received-At", "X-Sink-Envelope-From", "X-Sink-Envelope-To"
 
 
@@ -120,8 +123,7 @@ class SmtpSink:
 
     def _receive(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
         received_at = datetime.now(timezone.utc)
-        msg = _PARSER.parsebytes(raw)
-        message_id = (msg.get("Message-ID") or "").strip() or None
+        message_id = _message_id(raw)
         with self._lock:
             if message_id is not None and message_id in self._seen_ids:
                 self.duplicates_dropped += 1
@@ -129,25 +131,15 @@ class SmtpSink:
             file = None
             if self.maildir is not None:
                 file = self._save(raw, message_id, mail_from, rcpt_tos, received_at)
-            self._keep(msg, message_id, mail_from, rcpt_tos, received_at, file)
+            self._keep(raw, message_id, mail_from, rcpt_tos, received_at, file)
 
-    def _keep(self, msg: EmailMessage, message_id: str | None, mail_from: str, rcpt_tos: list[str],
+    def _keep(self, raw: bytes, message_id: str | None, mail_from: str, rcpt_tos: list[str],
               received_at: datetime, file: Path | None) -> None:
-        headers = (msg.get_all("To") or []) + (msg.get_all("Cc") or [])
-        header_to = [addr for _, addr in getaddresses([str(v) for v in headers])]
+        """Keeps the raw message; it is parsed when first read (`query`), not while the sender waits."""
         if message_id is not None:
             self._seen_ids.add(message_id)
-        self._messages.append({
-            "message_id": message_id,
-            "from": mail_from or str(msg.get("From") or ""),
-            "to": rcpt_tos,
-            "subject": str(msg.get("Subject") or ""),
-            "body": _body(msg),
-            "received_at": received_at.isoformat(),
-            "case_id": msg.get("X-Case-Id"),
-            "file": file.name if file else None,
-            "_recipients": sorted({a.strip().lower() for a in rcpt_tos + header_to if a}),
-        })
+        self._messages.append({"raw": raw, "message_id": message_id, "mail_from": mail_from, "to": rcpt_tos,
+                               "received_at": received_at.isoformat(), "file": file.name if file else None})
 
     def _save(self, raw: bytes, message_id: str | None, mail_from: str, rcpt_tos: list[str],
               received_at: datetime) -> Path:
@@ -164,18 +156,19 @@ class SmtpSink:
     def _reload(self) -> None:
         with self._lock:
             for path in sorted(self.maildir.glob("*.eml")):
-                msg = _PARSER.parsebytes(path.read_bytes())
-                message_id = (msg.get("Message-ID") or "").strip() or None
+                data = path.read_bytes()
+                head = _HEADERS.parsebytes(data)
+                message_id = (head.get("Message-ID") or "").strip() or None
                 if message_id is not None and message_id in self._seen_ids:
                     continue
                 try:
-                    received_at = datetime.fromisoformat(str(msg.get(_H_RECEIVED)))
+                    received_at = datetime.fromisoformat(str(head.get(_H_RECEIVED)))
                 except ValueError:
                     received_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-                rcpt = [a.strip() for a in str(msg.get(_H_TO) or "").split(",") if a.strip()]
+                rcpt = [a.strip() for a in str(head.get(_H_TO) or "").split(",") if a.strip()]
                 if not rcpt:
-                    rcpt = [addr for _, addr in getaddresses([str(v) for v in msg.get_all("To") or []])]
-                self._keep(msg, message_id, str(msg.get(_H_FROM) or ""), rcpt, received_at, path)
+                    rcpt = [addr for _, addr in getaddresses([str(v) for v in head.get_all("To") or []])]
+                self._keep(data, message_id, str(head.get(_H_FROM) or ""), rcpt, received_at, path)
 
     def query(self, to: str | None = None, case_id: str | None = None) -> list[dict]:
         """The messages (public fields only) delivered to `to` and/or about `case_id`."""
@@ -183,12 +176,37 @@ class SmtpSink:
             kept = list(self._messages)
         out = []
         for m in kept:
-            if to and to.strip().lower() not in m["_recipients"]:
+            if "parsed" not in m:  # parsed once, by the first reader; two readers at once parse it alike
+                m["parsed"] = _fields(m)
+            fields = m["parsed"]
+            if to and to.strip().lower() not in fields["_recipients"]:
                 continue
-            if case_id and m["case_id"] != case_id:
+            if case_id and fields["case_id"] != case_id:
                 continue
-            out.append({k: list(v) if isinstance(v, list) else v for k, v in m.items() if not k.startswith("_")})
+            out.append({k: list(v) if isinstance(v, list) else v for k, v in fields.items() if not k.startswith("_")})
         return out
+
+
+def _message_id(raw: bytes) -> str | None:
+    """The Message-ID header, read from the header block only (compat32: no header objects built)."""
+    return (_HEADERS.parsebytes(raw).get("Message-ID") or "").strip() or None
+
+
+def _fields(kept: dict) -> dict:
+    msg = _PARSER.parsebytes(kept["raw"])
+    headers = (msg.get_all("To") or []) + (msg.get_all("Cc") or [])
+    header_to = [addr for _, addr in getaddresses([str(v) for v in headers])]
+    return {
+        "message_id": kept["message_id"],
+        "from": kept["mail_from"] or str(msg.get("From") or ""),
+        "to": kept["to"],
+        "subject": str(msg.get("Subject") or ""),
+        "body": _body(msg),
+        "received_at": kept["received_at"],
+        "case_id": msg.get("X-Case-Id"),
+        "file": kept["file"],
+        "_recipients": sorted({a.strip().lower() for a in kept["to"] + header_to if a}),
+    }
 
 
 # ---------------------------------------------------------------------- web view
