@@ -13,15 +13,17 @@ from starter.auth import actor_for_token, authenticate, bearer_token
 from starter.service import CaseService
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are `async def` though they do not wait: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread hop per request and dependency for reading an attribute.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 
-def get_service(request: Request) -> CaseService:
+async def get_service(request: Request) -> CaseService:
     return request.app.state.service
 
 

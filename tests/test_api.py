@@ -10,6 +10,7 @@ import httpx
 import pytest
 import stripe
 
+from config import Settings
 from tests.helpers.servers import api_stack
 from tests.helpers.data import make_order, make_party, order_total
 from tests.helpers.cases import mail_with
@@ -149,3 +150,32 @@ async def test_payment_webhook_refuses_bad_and_stale_signatures(api):
                        headers={"Stripe-Signature": f"t={old},v1={sig}", "Content-Type": "application/json"})
     assert r.status_code == 400
     assert (await api.post("/v1/webhooks/payments", content=payload)).status_code == 400
+
+
+def test_no_api_route_hops_to_a_thread_for_its_dependencies():
+    # FastAPI runs a plain `def` endpoint or dependency in its thread pool: a thread hop (and a wake-up of
+    # the event loop) per request and dependency. The JSON API's are all coroutines.
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from starter.api import create_app
+
+    def calls(dependant):
+        yield dependant.call
+        for sub in dependant.dependencies:
+            yield from calls(sub)
+
+    def api_routes(routes):
+        for r in routes:
+            if isinstance(r, APIRoute):
+                yield r
+            elif hasattr(r, "original_router"):  # an included router (FastAPI ≥ 0.16x)
+                yield from api_routes(r.original_router.routes)
+
+    routes = [r for r in api_routes(create_app(Settings()).routes)
+              if r.endpoint.__module__.startswith("starter.routes.") and r.endpoint.__module__ != "starter.routes.pages"]
+    assert len(routes) > 10
+    sync = {f"{r.path}: {c.__qualname__}" for r in routes for c in calls(r.dependant)
+            if c is not None and not inspect.iscoroutinefunction(c)}
+    assert not sync
