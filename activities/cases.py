@@ -231,8 +231,11 @@ class CaseActivities:
             elif entry["state"] == "failed":  # refused for good before: the same answer again
                 raise ApplicationError(f"gateway refused the refund: {entry['failure_reason']}",
                                        {"code": entry["failure_reason"]}, type=REFUND_REJECTED, non_retryable=True)
+        # A row inserted just now: no attempt before this one reached the gateway (each writes the row and
+        # commits before asking), so there is no refund to look up by its key first.
+        ask = self.gateway.create_refund if existing is None else self.gateway.refund_once
         try:
-            refund = await self.gateway.refund_once(
+            refund = await ask(
                 payment_intent=req.payment_intent, amount_cents=cents,
                 currency=req.amount.currency, idempotency_key=req.idempotency_key,
                 metadata={"case_id": req.case_id, "workflow_id": req.workflow_id, "order_id": req.order_id},

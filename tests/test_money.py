@@ -340,3 +340,27 @@ async def test_care_forced_refund_runs_once_per_decision(ts_env, pool, case_work
     await handle.execute_update(CaseWorkflow.care_resolve, CareRequest(
         actor=AGENT, resolution=CareResolution.close, reason="Refunded by bank transfer."))
     assert (await handle.result()).outcome == Outcome.closed_by_care
+
+
+async def test_a_refund_looks_for_an_earlier_attempt_at_the_gateway_only_when_there_was_one(pool, test_settings,
+                                                                                        gateway_sandbox):
+    party = await make_party(pool)
+    order_id = await make_order(pool, party, "delivered")
+    case_id = await a_case_row(pool, party, order_id)
+    acts, env = CaseActivities(test_settings), ActivityEnvironment()
+    looked_up: list[str] = []
+    find = acts.gateway.find_refund
+
+    async def counting_find(payment_intent, key):
+        looked_up.append(key)
+        return await find(payment_intent, key)
+    acts.gateway.find_refund = counting_find
+    req = refund_request(order_id, case_id, f"{case_id}:refund:1", 5000)
+    first = await env.run(acts.refund_card, req)
+    assert looked_up == []  # the first attempt: nothing to look for
+    # An attempt that reached the gateway but died before writing down the refund's id: the next one
+    # finds that refund by its key instead of asking for a second.
+    await pool.execute("UPDATE refunds SET gateway_refund_id = NULL WHERE idempotency_key = $1", req.idempotency_key)
+    again = await env.run(acts.refund_card, req)
+    assert looked_up == [req.idempotency_key] and again.refund_id == first.refund_id
+    assert [r["id"] for r in await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")] == [first.refund_id]
