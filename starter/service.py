@@ -120,16 +120,16 @@ class CaseService:
         state = CaseState(case_id=case_id, kind=kind, order_id=order_id, customer_id=order.customer_id,
                           seller_id=order.seller_id, currency=order.currency)
         try:
-            await self.pool.execute(
-                """INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, state, input, opened_at)
-                   VALUES ($1, $2, $3, $4, $5, 'opening', $6, $7, $8)""",
+            row = await self.pool.fetchrow(
+                f"""INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, state, input, opened_at)
+                    VALUES ($1, $2, $3, $4, $5, 'opening', $6, $7, $8) RETURNING {CASE_VIEW} AS view""",
                 case_id, order_id, kind.value, order.customer_id, order.seller_id,
                 state.model_dump(mode="json"), inp.model_dump(mode="json"), now)
         except asyncpg.UniqueViolationError:  # a concurrent request opened it first
             existing = await self._open_case_row(order_id)
             return await self._ensure_started(existing), False
-        row = await self.pool.fetchrow(f"{CASE_ROW} WHERE case_id = $1", case_id)
-        return await self._ensure_started(row), True
+        await self._start(inp)
+        return row["view"], True
 
     async def _customers_order(self, actor: Actor, order_id: str) -> Order:
         """The order, for its own customer only: only they ask for help on it (docs/rules.md, section 1),
@@ -246,8 +246,12 @@ class CaseService:
             f"{CASE_ROW} WHERE order_id = $1 AND closed_at IS NULL", order_id)
 
     async def _ensure_started(self, row) -> dict:
+        """Starts the workflow of a case row (its view returned); harmless when it already runs."""
+        await self._start(CaseInput.model_validate(row["input"]))
+        return row["view"]
+
+    async def _start(self, inp: CaseInput) -> None:
         """Starts the case's workflow; harmless when it already runs (same id, USE_EXISTING)."""
-        inp = CaseInput.model_validate(row["input"])
         o = inp.order
         await self.temporal.start_workflow(
             CaseWorkflow.run, inp, id=inp.case_id, task_queue=self.task_queue,
@@ -264,7 +268,6 @@ class CaseService:
             static_details=f"Customer `{o.customer_id}` · opened {inp.opened_at.isoformat()} · "
                            f"order total {o.total_cents / 100:.2f} {o.currency}",
         )
-        return row["view"]
 
     # ------------------------------------------------------------ reading
     async def get_case(self, actor: Actor, case_id: str) -> dict:
