@@ -19,12 +19,15 @@ def paid_cents(order) -> int:
     return sum(line["quantity"] * line["unit_price_cents"] for line in order["lines"]) + order["delivery_fee_cents"]
 
 
-async def remainder(conn, order_id: str) -> int:
-    """What can still be refunded on the order (no lock: for display and opening checks)."""
-    order = await conn.fetchrow("SELECT lines, delivery_fee_cents FROM orders WHERE order_id = $1", order_id)
-    if order is None:
-        return 0
-    return paid_cents(order) - await _money_out(conn, order_id)
+async def remainder(conn, order_id: str, paid: int | None = None) -> int:
+    """What can still be refunded on the order (no lock: for display and opening checks). `paid`: what
+    the order paid, when the caller has just read the order (its row is then not read again)."""
+    if paid is None:
+        order = await conn.fetchrow("SELECT lines, delivery_fee_cents FROM orders WHERE order_id = $1", order_id)
+        if order is None:
+            return 0
+        paid = paid_cents(order)
+    return paid - await _money_out(conn, order_id)
 
 
 async def _money_out(conn, order_id: str) -> int:

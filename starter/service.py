@@ -173,7 +173,7 @@ class CaseService:
         if kind not in MONEY_ONLY_KINDS:
             return
         async with self.pool.acquire() as conn:
-            left = await ledger.remainder(conn, order.order_id)
+            left = await ledger.remainder(conn, order.order_id, paid=order.total_cents)
         if left > 0:
             return
         possible = []
