@@ -14,7 +14,6 @@ Knobs are temporalio Worker keyword arguments, plus two of the benchmark's own:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -105,7 +104,9 @@ def main() -> None:
     if a.cmd == "sandbox":
         run_sandbox(a)
     else:
-        asyncio.run(run_worker(json.loads(a.knobs), baseline=a.cmd == "baseline-worker"))
+        import worker
+
+        worker.run(run_worker(json.loads(a.knobs), baseline=a.cmd == "baseline-worker"))  # the same loop
 
 
 if __name__ == "__main__":
