@@ -24,7 +24,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Run when a connection goes back to the pool, after asyncpg has rolled back any transaction left
     open. asyncpg's default also sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, a
-    round trip and four statements on every release (a tenth of an email's database work); our pooled
+    round trip and four statements on every release (an email releases three connections); our pooled
     connections never hold session state (no SET, LISTEN, cursor or session-level advisory lock: the
     migrations' lock is on a connection of their own), so there is nothing to undo."""
 
