@@ -30,9 +30,8 @@ PATCH = "legal-refund-due"
 class LegalRefund:
     case: object = field(repr=False)  # the CaseWorkflow this deadline belongs to
     due: datetime | None = None
-    act_at: datetime | None = None  # the marketplace refunds from here (the policy's margin before the due)
     made_at: datetime | None = None  # the refund created at the gateway, or the wallet credited
-    due_reached: bool = False  # act_at passed with no refund made
+    due_reached: bool = False  # the marketplace's act (policy.legal_refund_act_at) passed, no refund made
     _watch: asyncio.Task | None = None
 
     def arm(self) -> None:
@@ -46,7 +45,7 @@ class LegalRefund:
         # Cases started before this rule shipped replay without it (their histories have no marker).
         if due is None or not workflow.patched(PATCH):
             return
-        self.due, self.act_at = due, case.inp.policy.legal_refund_act_at(due)
+        self.due = due
         case.state.deadlines["legal_refund"] = self.due
         case.state.legal_refund_due = self.due
         case.publish()
@@ -74,7 +73,7 @@ class LegalRefund:
         if not await _until(lambda: self.made_at is not None, policy.legal_refund_escalation(self.due)):
             await case.escalate(f"the legal refund deadline is {fmt(self.due)} (Europe/Paris) and the refund is "
                                 "not made yet (L221-24)")
-        if not await _until(lambda: self.made_at is not None, self.act_at):
+        if not await _until(lambda: self.made_at is not None, policy.legal_refund_act_at(self.due)):
             self.due_reached = True
             await case.record("legal_refund_due_reached", {
                 "due": self.due.isoformat(), "marketplace_refunds": policy.marketplace_refunds_at_legal_due})
