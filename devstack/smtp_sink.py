@@ -26,7 +26,7 @@ import threading
 import uuid
 from datetime import datetime, timezone
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,7 +123,7 @@ class SmtpSink:
 
     def _receive(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
         received_at = datetime.now(timezone.utc)
-        message_id = _message_id(raw)
+        message_id = _message_id(_HEADERS.parsebytes(raw))
         with self._lock:
             if message_id is not None and message_id in self._seen_ids:
                 self.duplicates_dropped += 1
@@ -158,7 +158,7 @@ class SmtpSink:
             for path in sorted(self.maildir.glob("*.eml")):
                 data = path.read_bytes()
                 head = _HEADERS.parsebytes(data)
-                message_id = (head.get("Message-ID") or "").strip() or None
+                message_id = _message_id(head)
                 if message_id is not None and message_id in self._seen_ids:
                     continue
                 try:
@@ -187,9 +187,9 @@ class SmtpSink:
         return out
 
 
-def _message_id(raw: bytes) -> str | None:
-    """The Message-ID header, read from the header block only (compat32: no header objects built)."""
-    return (_HEADERS.parsebytes(raw).get("Message-ID") or "").strip() or None
+def _message_id(head: Message) -> str | None:
+    """The Message-ID of a message's header block (read with _HEADERS: compat32, no header objects built)."""
+    return (head.get("Message-ID") or "").strip() or None
 
 
 def _fields(kept: dict) -> dict:
