@@ -71,12 +71,19 @@ async def test_paid_order_is_cancelled_and_refunded_in_full_once(ts_env, pool, c
     assert (row["stage"], row["outcome"]) == ("closed", "refunded") and row["closed_at"] is not None
     assert await timeline(pool, handle.id) == [
         "case_opened", "order_cancelled", "refund_requested", "refund_accepted", "refund_settled", "case_closed"]
-    await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
+    assert await mail_with(mail_sink, party["customer_email"], "closed (refunded)")
     subjects = [m["subject"] for m in mails_to(mail_sink, party["customer_email"])]
     assert any("received" in s for s in subjects)
     assert any("refund of €254.99 is on its way" in s for s in subjects)
     assert any("closed (refunded)" in s for s in subjects)
     assert len(await refunds_at_gateway(gateway_sandbox.url, f"pi_{order_id}")) == 1
+    # The seller is told too, in a message of its own: the customer's closing email under the same
+    # message key once kept it from being sent (its key already marked sent).
+    assert await mail_with(mail_sink, party["seller_email"], f"Case {handle.id} closed (refunded)")
+    keys = await pool.fetch("SELECT message_key, recipient FROM sent_messages WHERE case_id = $1 AND status = 'sent'",
+                            handle.id)
+    assert {r["recipient"] for r in keys if r["message_key"].endswith(":closed")} == {party["customer_email"]}
+    assert {r["recipient"] for r in keys if r["message_key"].endswith(":closed-seller")} == {party["seller_email"]}
 
 
 async def test_compare_and_set_loses_to_a_validation_before_the_case_acts(ts_env, pool, case_worker, party, task_queue):

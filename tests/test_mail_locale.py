@@ -45,7 +45,8 @@ async def walk_withdrawal(ts_env, pool, task_queue, party, gateway_sandbox, mail
     await settle_refund(ts_env, gateway_sandbox.url, handle.id, f"pi_{order_id}")
     final = await handle.result()
     assert final.outcome == Outcome.refunded
-    await mail_with(mail_sink, party["seller_email"], handle.id)  # the closing email, the last one sent
+    # The seller's closing email, the last one sent (French "Demande … close", English "Case … closed").
+    assert await mail_with(mail_sink, party["seller_email"], f"{handle.id} close")
     mails = {who: [{**m, "subject": plain(m["subject"]), "body": plain(m["body"])}
                    for m in mails_to(mail_sink, party[f"{who}_email"])] for who in ("customer", "seller")}
     return mails, final
@@ -72,6 +73,7 @@ async def test_every_email_of_a_withdrawal_is_french_by_default(ts_env, pool, ca
     seller_subjects = [m["subject"] for m in sellers]
     assert any(s.startswith("Étiquette de retour à émettre pour la commande") for s in seller_subjects)
     assert any(s.startswith("Activez le remboursement de la commande") for s in seller_subjects)
+    assert seller_subjects[-1].startswith(f"Demande {final.case_id} close")  # the seller is told it closed
     activation = next(m for m in sellers if m["subject"].startswith("Activez"))
     assert "Activez le remboursement de 254,99 € avant le" in activation["body"]
     for m in customer + sellers:
@@ -97,6 +99,7 @@ async def test_every_email_of_a_withdrawal_is_english_for_english_readers(ts_env
     assert subjects[-1] == f"Your case {final.case_id} is closed (refunded)"
     assert customer[-1]["body"] == "Withdrawal: the item was returned."
     assert any(m["subject"].startswith("Activate the refund of order") for m in sellers)
+    assert sellers[-1]["subject"].startswith(f"Case {final.case_id} closed")
     for m in customer + sellers:
         text = m["subject"] + "\n" + m["body"]
         assert not FRENCH_WORDS.search(text), text

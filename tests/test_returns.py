@@ -221,7 +221,7 @@ async def test_photos_deadline_expires_the_claim(ts_env, pool, case_worker, mail
     await jump_to(ts_env, s.deadline + timedelta(minutes=1))
     final = await handle.result()
     assert final.outcome == Outcome.expired
-    await mail_with(mail_sink, party["customer_email"], "closed (expired)")
+    assert await mail_with(mail_sink, party["customer_email"], "closed (expired)")
     subjects = [m["subject"] for m in mails_to(mail_sink, party["customer_email"])]
     assert "Reminder: add photos to your claim" in subjects and any("closed (expired)" in x for x in subjects)
 

@@ -594,7 +594,8 @@ class CaseWorkflow:
         await self.transition(Stage.closed, "case_closed", detail={"outcome": outcome.value, "reason": reason})
         params = {"case_id": self.inp.case_id, "outcome": outcome.value, "reason": reason}
         await self.notify_customer("closed", "mail.case_closed", **params)
-        await self.notify_seller("closed", "case.closed", "mail.case_closed_seller", **params)
+        # Its own key: under the customer's ("closed") it was taken for a repeat and never sent.
+        await self.notify_seller("closed-seller", "case.closed", "mail.case_closed_seller", **params)
 
     async def set_order_status(self, expected: list[OrderStatus], new: OrderStatus) -> OrderStatusResult:
         return await self.write(CaseActivities.set_order_status,
