@@ -218,7 +218,9 @@ class CaseActivities:
                                          currency=req.amount.currency, reason=req.reason,
                                          at_most_remainder=req.at_most_remainder)
             cents = entry["amount_cents"]
-            existing = await conn.fetchrow("SELECT * FROM refunds WHERE idempotency_key = $1", req.idempotency_key)
+            # The refund's row is written in the transaction that enters its ledger entry: a new entry has none.
+            existing = None if entry["new"] else await conn.fetchrow(
+                "SELECT * FROM refunds WHERE idempotency_key = $1", req.idempotency_key)
             if existing is None:
                 await conn.execute(
                     """INSERT INTO refunds (idempotency_key, case_id, order_id, payment_intent, amount_cents, currency)
@@ -247,11 +249,8 @@ class CaseActivities:
                 await ledger.set_state(conn, req.idempotency_key, "failed", e.code or str(e))
             raise ApplicationError(f"gateway refused the refund: {e}", {"code": e.code}, type=REFUND_REJECTED,
                                    non_retryable=True)
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE refunds SET gateway_refund_id = $2, updated_at = now() WHERE idempotency_key = $1",
-                               req.idempotency_key, refund["id"])
-            await ledger.set_state(conn, req.idempotency_key, "made")
-            await ledger.apply_refund_status(conn, refund["id"], refund["status"], refund.get("failure_reason"))
+        await ledger.apply_refund_status(pool, refund["id"], refund["status"], refund.get("failure_reason"),
+                                         key=req.idempotency_key)
         activity.logger.info("refund %s of %s cents accepted by the gateway (%s)", refund["id"], cents,
                              refund["status"])
         return RefundResult(refund_id=refund["id"], status=refund["status"], failure_reason=refund.get("failure_reason"),
@@ -270,6 +269,5 @@ class CaseActivities:
         refunds row and the ledger."""
         refund = await self.gateway.get_refund(refund_id)
         pool = await db.get_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await ledger.apply_refund_status(conn, refund_id, refund["status"], refund.get("failure_reason"))
+        await ledger.apply_refund_status(pool, refund_id, refund["status"], refund.get("failure_reason"))
         return RefundResult(refund_id=refund_id, status=refund["status"], failure_reason=refund.get("failure_reason"))

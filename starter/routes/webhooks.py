@@ -70,8 +70,7 @@ async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
     status: Literal["succeeded", "failed", "canceled"] | None = None
     if kind in ("refund.updated", "refund.failed") and obj.get("status") in ("succeeded", "failed", "canceled"):
         status = obj["status"]
-        async with pool.acquire() as conn, conn.transaction():
-            await ledger.apply_refund_status(conn, obj["id"], status, obj.get("failure_reason"))
+        await ledger.apply_refund_status(pool, obj["id"], status, obj.get("failure_reason"))
     elif kind == "bank_transfer.settled":
         status = "succeeded"
     elif kind == "bank_transfer.rejected":
