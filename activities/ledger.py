@@ -19,15 +19,17 @@ def paid_cents(order) -> int:
     return sum(line["quantity"] * line["unit_price_cents"] for line in order["lines"]) + order["delivery_fee_cents"]
 
 
-async def remainder(conn, order_id: str, paid: int | None = None) -> int:
-    """What can still be refunded on the order (no lock: for display and opening checks). `paid`: what
-    the order paid, when the caller has just read the order (its row is then not read again)."""
-    if paid is None:
-        order = await conn.fetchrow("SELECT lines, delivery_fee_cents FROM orders WHERE order_id = $1", order_id)
-        if order is None:
-            return 0
-        paid = paid_cents(order)
-    return paid - await _money_out(conn, order_id)
+def left(paid: int, money_out: int) -> int:
+    """The refundable remainder: what the order paid less what counts against it (MONEY_OUT)."""
+    return paid - money_out
+
+
+async def remainder(conn, order_id: str) -> int:
+    """What can still be refunded on the order (no lock: for display and the case's own checks)."""
+    order = await conn.fetchrow("SELECT lines, delivery_fee_cents FROM orders WHERE order_id = $1", order_id)
+    if order is None:
+        return 0
+    return left(paid_cents(order), await _money_out(conn, order_id))
 
 
 # What counts against the paid: card refunds not failed and wallet credits (the order, the kinds: parameters).
@@ -57,12 +59,12 @@ async def reserve(conn, *, order_id: str, case_id: str | None, kind: str, key: s
     if seen["existing"] is not None:
         return {**seen["existing"], "new": False}
     if kind in COUNTS_AGAINST_PAID:
-        left = paid_cents(order) - seen["out"]
-        if at_most_remainder and left > 0:
-            cents = min(cents, left)
-        if cents > left:
-            raise ApplicationError(f"{cents} cents exceed what is left to refund on order {order_id} ({left})",
-                                   {"left_cents": left}, type=MONEY_EXCEEDS_PAID, non_retryable=True)
+        remaining = left(paid_cents(order), seen["out"])
+        if at_most_remainder and remaining > 0:
+            cents = min(cents, remaining)
+        if cents > remaining:
+            raise ApplicationError(f"{cents} cents exceed what is left to refund on order {order_id} ({remaining})",
+                                   {"left_cents": remaining}, type=MONEY_EXCEEDS_PAID, non_retryable=True)
     entry = await conn.fetchrow(
         """INSERT INTO order_ledger (order_id, case_id, kind, state, amount_cents, currency, idempotency_key, reason)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",

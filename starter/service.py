@@ -42,6 +42,11 @@ CASE_VIEW = f"""(state || jsonb_build_object('stage', stage, 'outcome', outcome,
     'closed_at', to_char(closed_at AT TIME ZONE 'UTC', {_ISO_UTC})))"""
 # What the service reads of a case beside its view (not `*`: the state would be decoded twice).
 CASE_ROW = f"SELECT case_id, customer_id, seller_id, input, {CASE_VIEW} AS view FROM cases"
+# An order as "Get help" reads it: the order, its open case (at most one, a unique index) and its money out.
+ORDER_FOR_HELP = f"""SELECT o.*, ({ledger.MONEY_OUT.format(order="o.order_id", kinds="$2")}) AS money_out,
+    (SELECT jsonb_build_object('case_id', case_id, 'input', input, 'view', {CASE_VIEW}) FROM cases
+     WHERE cases.order_id = o.order_id AND closed_at IS NULL) AS open_case
+    FROM orders o WHERE o.order_id = $1"""
 
 
 class ServiceError(Exception):
@@ -107,13 +112,12 @@ class CaseService:
                         category=None, description: str | None = None,
                         now: datetime | None = None) -> tuple[dict, bool]:
         """Opens a case on an order, or returns the order's open case (a double click opens one)."""
-        order = await self._customers_order(actor, order_id)
-        existing = await self._open_case_row(order_id)
+        order, existing, money_out = await self._customers_order(actor, order_id)
         if existing is not None:
             return await self._ensure_started(existing), False
         now = now or datetime.now(timezone.utc)
         basis = self.check_opening(order, kind, now, category, description)
-        await self.check_money_left(order, kind, now)
+        self.check_money_left(order, kind, now, money_out)
         case_id = f"case_{secrets.token_hex(6)}"
         inp = CaseInput(case_id=case_id, kind=kind, order=order, opened_at=now, opened_by=actor,
                         policy=self.policy, category=category, description=description, basis=basis)
@@ -131,21 +135,22 @@ class CaseService:
         await self._start(inp)
         return row["view"], True
 
-    async def _customers_order(self, actor: Actor, order_id: str) -> Order:
+    async def _customers_order(self, actor: Actor, order_id: str) -> tuple[Order, dict | None, int]:
         """The order, for its own customer only: only they ask for help on it (docs/rules.md, section 1),
-        not its seller, not care."""
-        row = await self.pool.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+        not its seller, not care. With its open case (case_id, input, view) if any and the money out of its
+        ledger: what opening a case checks, in one read."""
+        row = await self.pool.fetchrow(ORDER_FOR_HELP, order_id, list(ledger.COUNTS_AGAINST_PAID))
         if row is None:
             raise NotFound(f"order {order_id} not found")
         order = order_from_row(row)
         if actor.role != Role.customer or actor.id != order.customer_id:
             raise Forbidden("you may only ask for help on your own orders")
-        return order
+        return order, row["open_case"], row["money_out"]
 
     async def help_options(self, actor: Actor, order_id: str, now: datetime | None = None) -> dict:
         """What the order's "Get help" page offers: its open case if any, and for each kind whether it
         may be opened now, until when, or why not (the same checks as open_case, nothing opened)."""
-        order = await self._customers_order(actor, order_id)
+        order, open_case, money_out = await self._customers_order(actor, order_id)
         now = now or datetime.now(timezone.utc)
         p, delivered = self.policy, order.delivered_at
         until = {CaseKind.cancellation: None, CaseKind.defect: delivered and p.defect_window_end(delivered),
@@ -159,22 +164,20 @@ class CaseService:
                     # The case would open and close at once, refused (docs/rules.md, section 1).
                     raise Conflict("the order has already shipped", reason="order_shipped")
                 self.check_opening(order, kind, now, DefectCategory.other, "checking what is still possible")
-                await self.check_money_left(order, kind, now)
+                self.check_money_left(order, kind, now, money_out)
             except ServiceError as e:
                 option.update(allowed=False, reason=e.extra.get("reason"), error=e.message,
                               closed_at=e.extra.get("closed_at"), opens_after=e.extra.get("window_opens_after"))
             kinds.append(option)
-        open_row = await self._open_case_row(order_id)
-        return {"order": order, "open_case_id": open_row["case_id"] if open_row else None, "kinds": kinds}
+        return {"order": order, "open_case_id": open_case["case_id"] if open_case else None, "kinds": kinds}
 
-    async def check_money_left(self, order: Order, kind: CaseKind, now: datetime) -> None:
+    def check_money_left(self, order: Order, kind: CaseKind, now: datetime, money_out: int) -> None:
         """A kind whose outcome can only be money (a cancellation, a withdrawal) on an order with nothing
-        left to refund is refused; a claim may still end in an exchange or a repair (docs/rules.md, 4)."""
+        left to refund is refused; a claim may still end in an exchange or a repair (docs/rules.md, 4).
+        `money_out`: what the order's ledger counts against the paid (read with the order)."""
         if kind not in MONEY_ONLY_KINDS:
             return
-        async with self.pool.acquire() as conn:
-            left = await ledger.remainder(conn, order.order_id, paid=order.total_cents)
-        if left > 0:
+        if ledger.left(order.total_cents, money_out) > 0:
             return
         possible = []
         for other in (CaseKind.defect, CaseKind.warranty):
