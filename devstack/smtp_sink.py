@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from aiosmtpd.controller import Controller
+import uvloop
 
 _PARSER = BytesParser(policy=policy.default)
 _HEADERS = BytesHeaderParser(policy=policy.compat32)
@@ -80,7 +81,8 @@ class SmtpSink:
         if self.maildir is not None:
             self.maildir.mkdir(parents=True, exist_ok=True)
             self._reload()
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port,
+        # On uvloop, as the worker and the API: the SMTP exchange is all small reads and writes.
+        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, loop=uvloop.new_event_loop(),
                                       enable_SMTPUTF8=True, ready_timeout=10)
         self._controller.start()
         if self.web_port is not None:

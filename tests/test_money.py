@@ -237,6 +237,12 @@ async def test_ledger_property_any_sequence_of_money_steps(pool, test_settings, 
             len([r for r in rows if r["gateway_refund_id"]])
         credits = await pool.fetch("SELECT idempotency_key FROM wallet_entries WHERE case_id = ANY($1)", cases)
         assert len(credits) == len({r["idempotency_key"] for r in credits}) <= len(cases)
+        # A refund the gateway made: its entry is `made` while its status is pending, final once it is.
+        for r in await pool.fetch(
+                """SELECT r.status, l.state FROM refunds r JOIN order_ledger l USING (idempotency_key)
+                   WHERE r.order_id = $1 AND r.gateway_refund_id IS NOT NULL""", order_id):
+            assert (r["state"] in ledger.FINAL_STATES) == (ledger.final_state(r["status"]) is not None), dict(r)
+            assert r["state"] in (*ledger.FINAL_STATES, "made"), dict(r)
     await fault(gateway_sandbox.url, "none")
 
 
