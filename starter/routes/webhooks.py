@@ -68,7 +68,7 @@ async def handle_gateway_event(app: FastAPI, event: dict) -> dict:
     obj = event["data"]["object"]
     workflow_id = (obj.get("metadata") or {}).get("workflow_id")
     status: Literal["succeeded", "failed", "canceled"] | None = None
-    if kind in ("refund.updated", "refund.failed") and obj.get("status") in ("succeeded", "failed", "canceled"):
+    if kind in ("refund.updated", "refund.failed") and ledger.final_state(obj.get("status")) is not None:
         status = obj["status"]
         await ledger.apply_refund_status(pool, obj["id"], status, obj.get("failure_reason"))
     elif kind == "bank_transfer.settled":
