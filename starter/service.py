@@ -34,12 +34,9 @@ from domain.policy import Policy
 from workflows import search_attributes as sa
 from workflows.case import FORBIDDEN, INVALID, KIND_TITLES, WRONG_STAGE, CaseWorkflow
 
-# A case's read view (GET /v1/cases/{id} and the lists): the state the workflow last wrote, with the
-# row's stage, outcome and times (ISO 8601, UTC). Built by PostgreSQL, the one place for its shape.
-_ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
-CASE_VIEW = f"""(state || jsonb_build_object('stage', stage, 'outcome', outcome,
-    'opened_at', to_char(opened_at AT TIME ZONE 'UTC', {_ISO_UTC}),
-    'closed_at', to_char(closed_at AT TIME ZONE 'UTC', {_ISO_UTC})))"""
+# A case's read view (GET /v1/cases/{id} and the lists): the SQL function case_view, the one place for
+# its shape (migrations/008_case_view_json.sql); each row also keeps it as text (view_json) for the lists.
+CASE_VIEW = "case_view(cases)"
 # What the service reads of a case beside its view (not `*`: the state would be decoded twice).
 CASE_ROW = f"SELECT case_id, customer_id, seller_id, input, {CASE_VIEW} AS view FROM cases"
 # An order as "Get help" reads it: the order, its open case (at most one, a unique index) and its money out.
@@ -319,10 +316,10 @@ class CaseService:
         else:
             where = f"WHERE {'customer_id' if actor.role == Role.customer else 'seller_id'} = $2"
             args = [limit, actor.id]
-        # Joined as text: a third cheaper for PostgreSQL than jsonb_agg, which rebuilds every view.
+        # The views as each row keeps them, joined as text: nothing for PostgreSQL to build.
         return await self.pool.fetchval(
-            f"""SELECT '[' || coalesce(string_agg(view::text, ',' ORDER BY opened_at DESC), '') || ']' FROM (
-                    SELECT opened_at, {CASE_VIEW} AS view FROM cases {where}
+            f"""SELECT '[' || coalesce(string_agg(view_json, ',' ORDER BY opened_at DESC), '') || ']' FROM (
+                    SELECT opened_at, view_json FROM cases {where}
                     ORDER BY opened_at DESC LIMIT $1) newest""", *args)
 
     async def list_cases(self, actor: Actor, limit: int = 100) -> list[dict]:

@@ -51,3 +51,35 @@ async def test_batches_write_each_row_once_and_the_read_model_never_goes_back(po
     row = await pool.fetchrow("SELECT stage, last_seq, closed_at FROM cases WHERE case_id = $1", case.case_id)
     assert (row["stage"], row["last_seq"], row["closed_at"]) == ("closed", 3, T0 + timedelta(minutes=3))
     assert [r[0] for r in await timeline(pool, case.case_id)] == [1, 2, 3]
+
+
+async def kept_and_built(pool, case_id: str) -> tuple[dict, dict]:
+    row = await pool.fetchrow("SELECT view_json::jsonb AS kept, case_view(cases) AS built FROM cases "
+                              "WHERE case_id = $1", case_id)
+    return row["kept"], row["built"]
+
+
+async def test_the_view_text_the_lists_send_follows_every_write_of_the_row(pool, test_settings):
+    """GET /v1/cases joins each row's view_json as it is: the insert, the workflow's writes and any other
+    UPDATE (the erasure's scrubbing) rewrite it to what case_view builds."""
+    party = await make_party(pool)
+    order_id = await make_order(pool, party, "delivered")
+    case = CaseState(case_id=f"case-{uuid.uuid4().hex[:10]}", kind=CaseKind.withdrawal, order_id=order_id,
+                     customer_id=party["customer_id"], seller_id=party["seller_id"])
+    acts, env = CaseActivities(test_settings), ActivityEnvironment()
+    await env.run(acts.record_case_events, [event(case, 1, "case_opened", Stage.opening)])
+    kept, built = await kept_and_built(pool, case.case_id)
+    assert kept == built and (kept["stage"], kept["closed_at"]) == ("opening", None)
+
+    closed = event(case, 2, "case_closed", Stage.closed)
+    closed.state.refunded_cents = 24900
+    await env.run(acts.record_case_events, [closed])
+    kept, built = await kept_and_built(pool, case.case_id)
+    assert kept == built
+    assert (kept["stage"], kept["refunded_cents"], kept["closed_at"]) == (
+        "closed", 24900, (T0 + timedelta(minutes=2)).isoformat().replace("+00:00", ".000000+00:00"))
+
+    await pool.execute("UPDATE cases SET state = state || '{\"escalation_reason\": \"[erased]\"}' WHERE case_id = $1",
+                       case.case_id)
+    kept, built = await kept_and_built(pool, case.case_id)
+    assert kept == built and kept["escalation_reason"] == "[erased]"
