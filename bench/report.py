@@ -222,8 +222,9 @@ def tables(r: Results) -> str:
                     lat, rps = w[key]
                     p50, p95, p99 = lat.pcts()
                     goal = f" {_ok(p99 < GOAL_LIST_P99_MS)}" if (name, clients) == ("list", 10) else ""
-                    rows.append((f"{label} as agent, {clients} client(s): p50 / p95 / p99",
-                                 f"{p50:.0f} / {p95:.0f} / **{p99:.0f}** ms{goal} ({rps:.0f} req/s)"))
+                    rows.append((f"{label} as agent, {clients} client(s): p50 / p95 / p99 / max",
+                                 f"{p50:.0f} / {p95:.0f} / **{p99:.0f}**{goal} / {max(lat.samples) * 1000:.0f} ms "
+                                 f"({len(lat.samples)} requests, {rps:.0f} req/s)"))
         rows.append(("CPU per case opened, ms: " + " / ".join(COMPONENTS),
                      " / ".join(f"{w['cpu'].get(c, 0.0) / max(1, w['processed']) * 1000:.1f}"
                                 for c in COMPONENTS)))

@@ -50,6 +50,16 @@ def api_client(base_url: str, connections: int = 200) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
 
 
+def read_client(connections: int = 50):
+    """The client of the waiting phase's reads: aiohttp, whose C parser costs the driver ~0.45 ms of CPU per
+    93 KB list where httpx's transport costs ~2.9 ms — on two CPUs shared with the API and PostgreSQL, the
+    driver's own cost was the largest share of a list (BENCHMARKS.md, "Afternoon of 2026-12-02")."""
+    import aiohttp
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+                                 timeout=aiohttp.ClientTimeout(total=60))
+
+
 async def open_case(http: httpx.AsyncClient, order: SeededOrder, kind: str) -> dict:
     r = await http.post(f"/v1/orders/{order.order_id}/help-requests", json={"kind": kind},
                         headers=bearer(order.customer_token))
