@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m devstack
 
+# Two test processes (pytest-xdist), a test file each at a time: every process starts its own PostgreSQL,
+# SMTP sink, gateway sandbox and Temporal test servers, so no test shares a server with another process.
+TEST_WORKERS ?= 2
 test: $(STAMP) tools browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -131,8 +131,12 @@ async def accept_when_asked(st, c, timeout=90.0):
                 r = await st.http.post(f"/v1/cases/{c['case_id']}/decision", json={"decision": "accept"},
                                        headers=bearer(c["party"]["seller_token"]), timeout=20)
                 c["decision_statuses"].append(r.status_code)
-                if r.status_code in (200, 202, 409):
+                if r.status_code in (200, 202):
                     return
+                # 409 naming the stage: the case is not at the decision yet (its read model, written by a
+                # local activity of a workflow task the kill lost, ran ahead of its history: the replay
+                # validates the Update before it resolves the activity that led to the decision), or has
+                # moved past it. A seller tries again while the page still asks; the loop re-reads the case.
             except httpx.HTTPError:
                 c["decision_statuses"].append("exc")
         elif case and c["decision_statuses"]:
