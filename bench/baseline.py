@@ -45,6 +45,16 @@ def pad(size: int) -> str:
     return "x" * max(0, size - 2)
 
 
+# An encrypted string payload is its text + 56 bytes (JSON quotes, the inner payload's metadata, AES-GCM's
+# nonce and tag; codec.py).
+SUMMARY_OVERHEAD = 56
+
+
+def summary_of(size: int | None) -> str | None:
+    """A summary whose payload is `size` bytes, as the real command's was (the UI's text for a step)."""
+    return None if size is None else "s" * max(1, size - SUMMARY_OVERHEAD)
+
+
 @activity.defn(name="bench_noop")
 async def noop(step: dict, padding: str) -> str:
     """Nothing, for as long as the real activity took (the order of concurrent steps stays). Then, in the
@@ -160,17 +170,21 @@ class BaselineScript:
                     await child_done(args[0])
                 elif kind == "signaled":
                     await sent[args[0]]
-            for kind, *args in step["do"]:
+            summaries = step.get("summaries", {})
+            for j, (kind, *args) in enumerate(step["do"]):
+                summary = summary_of(summaries.get(str(j)))
                 if kind == "act":
                     i, name, size_in, size_out, ms, *updates = args
                     step_in = {"workflow_id": me, "out": size_out, "ms": ms, "updates": updates,
                                "signal_after": settle_after if name in TRIGGER_ACTIVITIES else None}
-                    acts[i] = workflow.start_activity(noop, args=[step_in, pad(size_in - 110)], **ACTIVITY)
+                    acts[i] = workflow.start_activity(noop, args=[step_in, pad(size_in - 110)], summary=summary,
+                                                      **ACTIVITY)
                 elif kind == "local":
                     await workflow.execute_local_activity(noop, args=[{"workflow_id": me, "out": args[1] - 150,
-                                                                       "ms": 0}, ""], **LOCAL)
+                                                                       "ms": 0}, ""], summary=summary, **LOCAL)
                 elif kind == "timer":
-                    timers[args[0]] = asyncio.ensure_future(workflow.sleep(FIRES if args[1] else DEADLINE))
+                    timers[args[0]] = asyncio.ensure_future(workflow.sleep(FIRES if args[1] else DEADLINE,
+                                                                           summary=summary))
                 elif kind == "cancel_timer":
                     timers[args[0]].cancel()
                 elif kind == "upsert":

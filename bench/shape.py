@@ -68,6 +68,11 @@ class WorkflowShape:
         own = sum(own.values()) if isinstance(own, Counter) else (len(own) if isinstance(own, list) else own)
         return own + sum(c.total(attr) for c in self.children)
 
+    def summaries(self) -> list[int]:
+        """The payload sizes of the commands' summaries (activities, local activities, timers), in order."""
+        own = [size for st in self.steps for _, size in sorted(st.get("summaries", {}).items(), key=lambda kv: int(kv[0]))]
+        return own + [size for c in self.children for size in c.summaries()]
+
     def largest(self) -> int:
         return max([self.largest_payload, *(c.largest() for c in self.children)])
 
@@ -130,6 +135,21 @@ def _sizes(payloads) -> int:
     return sum(len(p.data) for p in payloads.payloads)
 
 
+def _metadata_sizes(ev) -> int:
+    """Bytes of an event's user metadata (the summary and details the UI shows), payloads like the others."""
+    if not ev.HasField("user_metadata"):
+        return 0
+    m = ev.user_metadata
+    return len(m.summary.data) + len(m.details.data)
+
+
+def _note_summary(step: dict, ev) -> None:
+    """The summary of the command just appended to the step (activity, local activity, timer): its payload's
+    size, by the command's index in `do`, for the baseline to give its command a summary of that size."""
+    if ev.HasField("user_metadata") and ev.user_metadata.HasField("summary"):
+        step.setdefault("summaries", {})[str(len(step["do"]) - 1)] = len(ev.user_metadata.summary.data)
+
+
 def shape_of_history(history, children: dict[str, object] | None = None) -> WorkflowShape:
     """The shape of one workflow's history (a temporalio WorkflowHistory); `children`: histories of the
     children it started, by workflow id (read into the shape's children, in start order)."""
@@ -148,10 +168,11 @@ def shape_of_history(history, children: dict[str, object] | None = None) -> Work
     for ev in history.events:
         t = ev.event_type
         shape.events += 1
-        size = _payload_sizes(ev)
-        shape.payload_bytes += size
-        if size > shape.largest_payload:
-            shape.largest_payload, shape.largest_payload_event = size, EventType.Name(t).removeprefix("EVENT_TYPE_")
+        size, meta = _payload_sizes(ev), _metadata_sizes(ev)
+        shape.payload_bytes += size + meta
+        if size + meta > shape.largest_payload:
+            shape.largest_payload = size + meta
+            shape.largest_payload_event = EventType.Name(t).removeprefix("EVENT_TYPE_")
         if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             a = ev.workflow_execution_started_event_attributes
             shape.workflow_type = a.workflow_type.name
@@ -207,6 +228,7 @@ def shape_of_history(history, children: dict[str, object] | None = None) -> Work
             shape.activities[name] += 1
             act_index[ev.event_id] = len(act_index)
             step["do"].append(["act", act_index[ev.event_id], name, _sizes(a.input), 0, 0])
+            _note_summary(step, ev)
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
             a = ev.marker_recorded_event_attributes
             if a.marker_name == "core_local_activity":
@@ -217,10 +239,12 @@ def shape_of_history(history, children: dict[str, object] | None = None) -> Work
                     pass
                 shape.local_activities[name] += 1
                 step["do"].append(["local", name, size])
+                _note_summary(step, ev)
         elif t == E.EVENT_TYPE_TIMER_STARTED:
             shape.timers_started += 1
             timer_index[ev.timer_started_event_attributes.timer_id] = len(timer_index)
             step["do"].append(["timer", timer_index[ev.timer_started_event_attributes.timer_id], False])
+            _note_summary(step, ev)
         elif t == E.EVENT_TYPE_TIMER_CANCELED:
             step["do"].append(["cancel_timer", timer_index[ev.timer_canceled_event_attributes.timer_id]])
         elif t == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
@@ -298,7 +322,8 @@ def baseline_spec(shape: WorkflowShape, settle_after: float) -> dict:
     collect(shape)
     scripts = []
     for s in flat:
-        steps = [dict(on=list(st["on"]), do=[list(c) for c in st["do"]]) for st in s.steps]
+        steps = [dict(on=list(st["on"]), do=[list(c) for c in st["do"]], summaries=dict(st.get("summaries", {})))
+                 for st in s.steps]
         for st in steps:  # children by their index in `scripts`
             for cmd in st["do"]:
                 if cmd[0] == "child":

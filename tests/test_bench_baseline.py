@@ -71,6 +71,10 @@ async def test_the_baseline_of_a_recorded_case_has_its_steps(baseline_worker, tm
     want, got = real.summary(), base.summary()
     same_steps(got, want)
     assert abs(got["payload_kib"] - want["payload_kib"]) <= 0.15 * want["payload_kib"] + 0.5, (got, want)
+    # Each activity, local activity and timer carries a summary of the real one's size (the UI's text).
+    assert len(real.summaries()) >= 15
+    assert len(base.summaries()) == len(real.summaries())
+    assert all(abs(g - w) <= 2 for g, w in zip(base.summaries(), real.summaries())), (base.summaries(), real.summaries())
 
 
 async def test_the_old_shape_baseline_has_the_recorded_events(baseline_worker, tmp_path, monkeypatch):
