@@ -84,7 +84,10 @@ class CaseActivities:
     async def record_case_events(self, events: list[TimelineEvent]) -> None:
         """Timeline rows (the case batches the events of one step) and the read model at the last of
         them, in one statement, atomic by itself: each row once (case_id, seq), the read model never
-        behind (last_seq). One round trip instead of a transaction's four or more."""
+        behind (last_seq). One round trip instead of a transaction's four or more. The row the API inserted
+        is updated in place; an upsert would run the view's trigger twice (for the insert it tries, then
+        for the update), so the insert runs only for a case with no row yet (a race with another insert
+        still ends in the upsert)."""
         s, last = events[-1].state, events[-1]
         pool = await db.get_pool()
         inserted = await pool.fetch(
@@ -93,11 +96,16 @@ class CaseActivities:
                    SELECT $1, * FROM unnest($12::int[], $13::timestamptz[], $14::text[], $15::jsonb[])
                    ON CONFLICT (case_id, seq) DO NOTHING
                    RETURNING seq),
-               read_model AS (
+               updated AS (
+                   UPDATE cases SET stage = $6, outcome = $7, state = $8, last_seq = $9, updated_at = now(),
+                                    closed_at = CASE WHEN $6 = 'closed' THEN $10::timestamptz END
+                   WHERE case_id = $1 AND last_seq < $9),
+               inserted AS (
                    INSERT INTO cases (case_id, order_id, kind, customer_id, seller_id, stage, outcome, state,
                                       last_seq, opened_at, closed_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11,
-                           CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now())
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $11,
+                          CASE WHEN $6 = 'closed' THEN $10::timestamptz END, now()
+                   WHERE NOT EXISTS (SELECT 1 FROM cases WHERE case_id = $1)
                    ON CONFLICT (case_id) DO UPDATE SET
                        stage = EXCLUDED.stage, outcome = EXCLUDED.outcome, state = EXCLUDED.state,
                        last_seq = EXCLUDED.last_seq, updated_at = now(),

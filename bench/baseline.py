@@ -8,8 +8,9 @@ The shape is a script per workflow read from the histories of a real case (bench
 completed, timers fired, signals, Updates, children started or done, signals delivered) and then issuing
 the same commands (activities with inputs and results of the recorded sizes, local activities, timers
 started or cancelled, search-attribute upserts, signals to the parent or a child, children, Update
-completions, the result). So its histories have the events of the real case, in the same workflow tasks
-give or take the timing of signals and Updates.
+completions, the result; activities, local activities and timers with a summary of the recorded size).
+So its histories have the events of the real case, in the same workflow tasks give or take the timing of
+signals and Updates.
 
 - An Update (`act`) is accepted only once the script waits at the workflow task that accepted it in the
   real case (as the real validators refuse it until the case waits for it), and answers at the step where

@@ -110,7 +110,7 @@ def tables(r: Results) -> str:
 
     if r.shapes:
         out.append("Events per case, counted from the histories (all of a case's workflows together; payloads: "
-                   "inputs, results, signal and Update arguments, markers; the largest of one event):\n")
+                   "inputs, results, signal and Update arguments, markers, and the summaries the UI shows (user metadata; not in the old design's recorded figures); the largest of one event):\n")
         keys = ["histories", "activities", "local_activities", "timers", "signals", "updates", "signals_sent",
                 "upserts", "workflow_tasks", "events", "payload_kib", "largest_payload"]
         heads = {"payload_kib": "payloads KiB", "largest_payload": "largest payload B"}
