@@ -2,6 +2,8 @@
 hand-written analysis around them stays)."""
 from __future__ import annotations
 
+import statistics
+
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,6 +76,18 @@ def tables(r: Results) -> str:
             out.append(f"| {label} | **{rate(real)}** | {rate(same)} | {rate(old)} | "
                        f"**{fmt(rs)}**{'' if rs is None else ' ' + _ok(rs >= GOAL_RATIO)} | **{fmt(no)}** | {fmt(ro)} | "
                        f"**{cpu(real)}** | {cpu(same)} | {cpu(old)} |")
+        by_round = []
+        for kind in ("a", "b"):
+            real, same = r.rounds.get(kind, []), r.rounds.get(f"c-{kind}", [])
+            pairs = [x / y for x, y in zip(real, same) if y]
+            if pairs:
+                ranked = sorted(pairs)
+                by_round.append(f"({kind}) {', '.join(f'{v:.2f}' for v in pairs)} (median {statistics.median(ranked):.2f}, "
+                                f"{ranked[0]:.2f}–{ranked[-1]:.2f})")
+        if by_round:
+            out.append(f"\nReal / same-shape in each round (a round's real run and its baseline run back to back): "
+                       f"{'; '.join(by_round)}. The spread between rounds is the noise of the ratio; the table's figure "
+                       "is that of all rounds together.")
         before = r.old.get("measured", {})
         if before:
             parts = []

@@ -21,10 +21,12 @@ def say(text: str) -> None:
 @dataclass
 class Config:
     quick: bool = False
-    cases_a: int = 90  # per kind, (a) and its baseline; (b) and its baseline: cases_b
-    cases_b: int = 45
+    cases_a: int = 180  # per kind, (a) and its baseline; (b) and its baseline: cases_b
+    cases_b: int = 90
     concurrency: int = 10  # enough to keep the 2 CPUs busy (more only lengthens each case)
-    rounds: int = 3  # the throughput runs are interleaved in this many rounds
+    # The throughput runs are interleaved in this many rounds (30 + 15 cases each): their spread shows how much
+    # the machine's moments move a ratio (±0.04 between runs of 3 rounds).
+    rounds: int = 6
     latency_requests: dict[int, int] = field(default_factory=lambda: {1: 50, 10: 150, 50: 400})
     open_rates: tuple[float, ...] = (5, 20, 50)  # help requests per second of the open-loop runs
     open_seconds: float = 20  # each rate lasts about this long (Poisson arrivals)...
@@ -73,6 +75,7 @@ class Results:
     baseline_specs: dict[str, dict] = field(default_factory=dict)
     # "a", "b" (real), "c-a", "c-b" (same-shape baselines), "o-a", "o-b" (old shape's baselines)
     throughput: dict[str, sc.LoadResult] = field(default_factory=dict)
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # the same kinds → cases/s of each round
     scaling: dict[int, sc.LoadResult] = field(default_factory=dict)
     tuning: list[dict] = field(default_factory=list)
     latency: dict[tuple[str, int], tuple] = field(default_factory=dict)  # (condition, clients) → (Latency, req/s, cpu)
@@ -186,6 +189,7 @@ class Bench:
                 n = totals[kind] // cfg.rounds + (totals[kind] % cfg.rounds if r == cfg.rounds - 1 else 0)
                 res = await self.load(kind, n, cfg.concurrency, warmup=None if r == 0 else 0)
                 self.r.throughput[kind] = self.r.throughput[kind].add(res) if kind in self.r.throughput else res
+                self.r.rounds.setdefault(kind, []).append(res.per_second)
                 say(f"round {r + 1}/{cfg.rounds} ({kind}): {res.cases} cases in {res.seconds:.1f} s: "
                     f"{res.per_second:.2f}/s ({res.conflicts} retried after 409/rejection; "
                     f"others used {res.cpu.get('others', 0) / res.seconds * 100:.0f} % of a CPU)")
