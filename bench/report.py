@@ -3,7 +3,6 @@ hand-written analysis around them stays)."""
 from __future__ import annotations
 
 import statistics
-
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -70,7 +70,7 @@ class WorkflowShape:
 
     def summaries(self) -> list[int]:
         """The payload sizes of the commands' summaries (activities, local activities, timers), in order."""
-        own = [size for st in self.steps for _, size in sorted(st.get("summaries", {}).items(), key=lambda kv: int(kv[0]))]
+        own = [size for st in self.steps for size in st.get("summaries", {}).values()]  # entered in `do` order
         return own + [size for c in self.children for size in c.summaries()]
 
     def largest(self) -> int:
@@ -102,33 +102,33 @@ class WorkflowShape:
         return "\n".join(lines)
 
 
+def _payload_bytes(msg) -> int:
+    """Bytes of the payloads anywhere in a message (search attributes and headers aside)."""
+    total = 0
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        if hasattr(value, "ListFields"):
+            items = [value]
+        elif hasattr(value, "keys"):  # a map: its values
+            items = [value[k] for k in value]
+        else:
+            items = list(value)
+        for item in items:
+            if not hasattr(item, "ListFields"):
+                continue
+            name = item.DESCRIPTOR.full_name
+            if name == "temporal.api.common.v1.Payload":
+                total += len(item.data)
+            elif name not in ("temporal.api.common.v1.SearchAttributes", "temporal.api.common.v1.Header"):
+                total += _payload_bytes(item)
+    return total
+
+
 def _payload_sizes(ev) -> int:
     """Bytes of the payloads an event carries (inputs, results, details, markers, signal and Update inputs)."""
-    total = 0
-
-    def walk(msg) -> None:
-        nonlocal total
-        for fd, value in msg.ListFields():
-            if fd.message_type is None:
-                continue
-            if hasattr(value, "ListFields"):
-                items = [value]
-            elif hasattr(value, "keys"):  # a map: its values
-                items = [value[k] for k in value]
-            else:
-                items = list(value)
-            for item in items:
-                if not hasattr(item, "ListFields"):
-                    continue
-                name = item.DESCRIPTOR.full_name
-                if name == "temporal.api.common.v1.Payload":
-                    total += len(item.data)
-                elif name not in ("temporal.api.common.v1.SearchAttributes", "temporal.api.common.v1.Header"):
-                    walk(item)
     attrs = ev.WhichOneof("attributes")
-    if attrs:
-        walk(getattr(ev, attrs))
-    return total
+    return _payload_bytes(getattr(ev, attrs)) if attrs else 0
 
 
 def _sizes(payloads) -> int:
@@ -137,10 +137,7 @@ def _sizes(payloads) -> int:
 
 def _metadata_sizes(ev) -> int:
     """Bytes of an event's user metadata (the summary and details the UI shows), payloads like the others."""
-    if not ev.HasField("user_metadata"):
-        return 0
-    m = ev.user_metadata
-    return len(m.summary.data) + len(m.details.data)
+    return _payload_bytes(ev.user_metadata) if ev.HasField("user_metadata") else 0
 
 
 def _note_summary(step: dict, ev) -> None:
