@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import db, ledger
-from activities.mail import Mailer, text_message
+from activities.mail import Mailer, message_id, text_message
 from activities.metrics import count_case_event
 from activities.gateway_client import GatewayClient, GatewayPermanentError
 from config import Settings
@@ -172,9 +172,7 @@ class CaseActivities:
     async def _send_email_once(self, pool, n: Notification, to: str) -> None:
         if not await self._claim(pool, n, "email", to):
             return
-        # Message-ID derived from the message key: a send repeated after a crash carries the same id, so
-        # the mail system (and our SMTP sink) shows it once.
-        headers = {"Message-ID": f"<{hashlib.sha256(n.message_key.encode()).hexdigest()[:32]}@aftersales>"}
+        headers = {"Message-ID": message_id(n.message_key)}
         if n.case_id:
             headers["X-Case-Id"] = n.case_id
         await self.mailer.send(text_message(self.settings.mail_from, to, n.subject, n.body, headers))

@@ -8,6 +8,7 @@ other failure raises, and the activity is retried by Temporal (the message key k
 """
 from __future__ import annotations
 
+import hashlib
 from email.charset import QP, Charset
 from email.message import Message
 from email.mime.text import MIMEText
@@ -19,6 +20,12 @@ IDLE_CONNECTIONS = 4
 # for our mostly-Latin texts); headers with other than ASCII are RFC 2047 encoded by the generator.
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
+
+
+def message_id(message_key: str) -> str:
+    """The Message-ID of the message with this key: a send repeated after a crash carries the same id,
+    so the mail system (and our SMTP sink) shows it once."""
+    return f"<{hashlib.sha256(message_key.encode()).hexdigest()[:32]}@aftersales>"
 
 
 def text_message(sender: str, to: str, subject: str, body: str, headers: dict[str, str]) -> Message:

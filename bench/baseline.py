@@ -14,9 +14,11 @@ signals and Updates.
 
 - An Update (`act`) is accepted only once the script waits at the workflow task that accepted it in the
   real case (as the real validators refuse it until the case waits for it), and answers at the step where
-  the real one completed. It is sent by the activity scheduled last before it (the API's callers act once
-  the read model, written by an activity, shows the stage), retried every 0.1 s while rejected as the
-  callers do on a 409.
+  the real one completed. It is sent by the activity scheduled last before it, as the real case's callers
+  act on what that activity did (the email asking for the action, or the stage the read model shows);
+  refused, it is sent again UPDATE_RETRY later. Sent at once, it often comes before the workflow task that
+  takes the activity's result, which the script must have run first; the real caller's Update, one hop
+  later (SMTP sink, driver, API), does not.
 - The "trigger" activity (the card refund) makes the worker signal the workflow `settle_after` seconds
   later, as the gateway sandbox settles a refund and calls the webhook.
 """
@@ -38,6 +40,7 @@ ACTIVITY = dict(start_to_close_timeout=timedelta(seconds=30),
 LOCAL = dict(start_to_close_timeout=timedelta(seconds=10))
 DEADLINE = timedelta(days=1)
 FIRES = timedelta(milliseconds=10)  # a timer that fired in the real case fires at once here
+UPDATE_RETRY = 0.01  # seconds between the sends of a refused Update (see the module docstring)
 _pending: set[asyncio.Task] = set()
 
 
@@ -61,7 +64,7 @@ async def noop(step: dict, padding: str) -> str:
     """Nothing, for as long as the real activity took (the order of concurrent steps stays). Then, in the
     background, what the outside world did after it in the real case: the gateway's settlement (a signal,
     `settle_after` seconds later) and the Updates the API's callers sent once the read model showed the stage
-    (retried while rejected, every RETRY_EVERY seconds as on a 409)."""
+    (sent again UPDATE_RETRY later while rejected)."""
     await asyncio.sleep(step["ms"] / 1000)
     if step.get("signal_after") is not None or step.get("updates"):
         task = asyncio.create_task(_outside(activity.client(), step))
@@ -73,19 +76,17 @@ async def noop(step: dict, padding: str) -> str:
 async def _outside(client, step: dict) -> None:
     from temporalio.client import WorkflowUpdateFailedError
 
-    from bench.scenarios import RETRY_EVERY
-
     handle = client.get_workflow_handle(step["workflow_id"])
     if step.get("signal_after") is not None:
         await asyncio.sleep(step["signal_after"])
         await handle.signal("sig", "")
     for name in step.get("updates", []):
-        for _ in range(int(60 / RETRY_EVERY)):
+        for _ in range(int(60 / UPDATE_RETRY)):
             try:
                 await handle.execute_update("act", name)
                 break
             except WorkflowUpdateFailedError:
-                await asyncio.sleep(RETRY_EVERY)
+                await asyncio.sleep(UPDATE_RETRY)
 
 
 ACTIVITIES = [noop]

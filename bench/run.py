@@ -116,7 +116,7 @@ class Bench:
                 fn = sc.cancellation_case if kind == "a" else sc.withdrawal_case
 
                 async def one(o: SeededOrder):
-                    case_ids.append(await fn(http, st.client, counters, o))
+                    case_ids.append(await fn(http, st.client, counters, o, st.mail))
                 items = orders
             else:
                 key = SPEC_OF[kind]
@@ -150,7 +150,7 @@ class Bench:
                 orders = await seed_orders(st.pool, self.prefix(f"shape{kind}"), 3, status)
                 case_id = None
                 for o in orders:  # the first ones warm the worker up; the last one is read
-                    case_id = await fn(http, st.client, counters, o)
+                    case_id = await fn(http, st.client, counters, o, st.mail)
                 shape = await read_shape(st.client, case_id)
                 self.r.shapes[kind] = shape
                 self.r.baseline_specs[kind] = baseline_spec(shape, self.cfg.settle_after)

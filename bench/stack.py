@@ -127,6 +127,7 @@ class Stack:
     api: Proc | None = None
     ports: dict[str, int] = field(default_factory=dict)
     pool: object | None = None  # asyncpg pool of the driver (seeding, checks)
+    mail: object | None = None  # bench.scenarios.MailWatch: the emails the SMTP sink kept
 
     @property
     def scripts_dir(self) -> Path:
@@ -213,8 +214,11 @@ class Stack:
         await ensure_search_attributes(raw)
         self.client = await Client.connect(self.temporal_address, data_converter=data_converter())
 
+        from bench.scenarios import MailWatch
+
+        self.mail = await MailWatch().start(HOST)
         self.spawn("smtp", [PY, "-m", "devstack.smtp_sink", "--host", HOST, "--port", str(self.ports["smtp"]),
-                            "--no-web"])
+                            "--no-web", "--announce", f"{HOST}:{self.mail.port}"])
         self.spawn("gateway", [PY, "-m", "bench.procs", "sandbox", "--port", str(self.ports["gateway"]),
                                "--api-key", GATEWAY_KEY, "--webhook-secret", WEBHOOK_SECRET,
                                "--webhook-url", f"{self.api_url}/v1/webhooks/payments",
@@ -339,6 +343,8 @@ class Stack:
         for p in reversed(self.procs):
             await asyncio.to_thread(p.stop)
         self.procs.clear()
+        if self.mail is not None:
+            self.mail.close()
         if self.pool is not None:
             await self.pool.close()
         if self.pg is not None:

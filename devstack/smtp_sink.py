@@ -9,6 +9,8 @@
   restarted sink still shows — and still deduplicates against — what it received before.
 - A message is kept raw on arrival (only its Message-ID read) and parsed when first read: receiving
   costs the sink little, as a mail provider's acceptance costs us nothing (the benchmark's stand-in).
+- With `announce` (host, port), the Message-ID of each message kept is sent there as a UDP datagram:
+  the benchmark's driver acts on a case when the email asking for it arrives, as a seller does.
 - With a web port, a small web view: `GET /` an HTML list, `GET /messages` JSON
   (`?to=address` keeps the messages delivered to that address, `?case_id=` those of one case).
 
@@ -22,6 +24,7 @@ import html
 import json
 import os
 import signal
+import socket
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -64,8 +67,10 @@ class _Handler:
 
 class SmtpSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 1025, maildir: Path | str | None = None,
-                 web_port: int | None = None):
+                 web_port: int | None = None, announce: tuple[str, int] | None = None):
         self.host, self.port = host, port
+        self.announce = announce
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if announce else None
         self.maildir = Path(maildir) if maildir is not None else None
         self.web_port = web_port  # 0: any free port, set to the real one by start()
         self.duplicates_dropped = 0
@@ -97,6 +102,9 @@ class SmtpSink:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+        if self._udp is not None:  # after the controller: no message arrives any more
+            self._udp.close()
+            self._udp = None
         if self._web is not None:
             self._web.shutdown()
             self._web.server_close()
@@ -134,6 +142,8 @@ class SmtpSink:
             if self.maildir is not None:
                 file = self._save(raw, message_id, mail_from, rcpt_tos, received_at)
             self._keep(raw, message_id, mail_from, rcpt_tos, received_at, file)
+        if self._udp is not None and message_id is not None:
+            self._udp.sendto(message_id.encode(), self.announce)
 
     def _keep(self, raw: bytes, message_id: str | None, mail_from: str, rcpt_tos: list[str],
               received_at: datetime, file: Path | None) -> None:
@@ -270,8 +280,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--web-port", type=int, default=8025)
     p.add_argument("--no-web", action="store_true", help="no web view")
     p.add_argument("--maildir", type=Path, default=None, help="keep messages as .eml files here (reloaded at start)")
+    p.add_argument("--announce", default=None, metavar="HOST:PORT",
+                   help="send each kept message's Message-ID there (UDP)")
     a = p.parse_args(argv)
-    sink = SmtpSink(a.host, a.port, a.maildir, None if a.no_web else a.web_port).start()
+    announce = None
+    if a.announce:
+        host, _, port = a.announce.rpartition(":")
+        announce = (host, int(port))
+    sink = SmtpSink(a.host, a.port, a.maildir, None if a.no_web else a.web_port, announce).start()
     print(f"SMTP sink on {a.host}:{a.port}" + (f", web view {sink.web_url}" if sink.web_url else "")
           + (f", maildir {a.maildir}" if a.maildir else "") + f"; {len(sink.messages)} message(s) kept", flush=True)
     stop = threading.Event()

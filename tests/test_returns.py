@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
+from activities.mail import message_id
+from bench.scenarios import LABEL_ASKED
 from domain.models import (
     Actor,
     CareRequest,
@@ -45,6 +47,7 @@ from tests.helpers.cases import (
 )
 from tests.helpers.data import order_total
 from workflows.case import CaseWorkflow
+from workflows.common import message_key
 
 
 # These tests read the emails' English texts: the parties read English (French: test_mail_locale.py).
@@ -58,7 +61,9 @@ async def test_withdrawal_happy_path_refunds_once(ts_env, pool, case_worker, gat
     handle, order_id = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
     s = await wait_stage(handle, Stage.awaiting_return_label)
     assert s.waiting_for == "seller" and s.deadline is not None
-    assert await mail_with(mail_sink, party["seller_email"], "Return label needed")
+    asked = await mail_with(mail_sink, party["seller_email"], "Return label needed")
+    # the benchmark's seller issues the label when this email arrives, known by its Message-ID
+    assert asked and asked[0]["message_id"] == message_id(message_key(handle.id, LABEL_ASKED))
     answer = await issue_label(handle, party)
     assert answer.stage == Stage.awaiting_shipment
     label_mail = await mail_with(mail_sink, party["customer_email"], "return label")

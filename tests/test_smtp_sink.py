@@ -157,3 +157,31 @@ async def test_runs_as_a_module(tmp_path):
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+async def test_each_kept_message_is_announced_once_to_the_benchmark_driver():
+    """The benchmark's seller acts when the email asking for the label arrives: the sink sends each kept
+    message's Message-ID to the driver's MailWatch (UDP); a duplicate, dropped, is not announced again."""
+    from activities.mail import message_id
+    from bench.scenarios import MailWatch
+    from workflows.common import message_key
+
+    watch = await MailWatch().start("127.0.0.1")
+    sink = start_smtp_sink(web_port=None, announce=("127.0.0.1", watch.port))
+    try:
+        asked = message_id(message_key("case_1", "label-asked"))
+        waiting = asyncio.ensure_future(watch.arrived(asked, timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nothing came yet
+        for _ in range(2):
+            await send(sink, mail("seller@example.com", "Label, please", "x", asked, case_id="case_1"))
+        assert await waiting is True
+        assert sink.duplicates_dropped == 1
+        assert await watch.arrived(asked, timeout=0.2) is False  # announced once, and taken
+        # a message already announced when the driver starts waiting is found at once
+        other = message_id(message_key("case_2", "label-asked"))
+        await send(sink, mail("seller@example.com", "Label, please", "y", other, case_id="case_2"))
+        assert await watch.arrived(other, timeout=5) is True
+    finally:
+        sink.stop()
+        watch.close()

@@ -24,10 +24,15 @@ def fmt(moment: datetime | None) -> str:
     return moment.astimezone(PARIS).strftime("%a %d %b %Y %H:%M") if moment else "-"
 
 
+def message_key(case_id: str, key: str) -> str:
+    """The key of a case's message: the email's Message-ID and the sent-once record follow from it."""
+    return f"{case_id}:{key}"
+
+
 async def send(case_id: str, key: str, role: Role, recipient: str, subject: str, body: str,
                event: str | None = None) -> bool:
     """A message as written (the payout workflow's, English)."""
-    return await deliver(Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
+    return await deliver(Notification(message_key=message_key(case_id, key), recipient_role=role, recipient_id=recipient,
                                       subject=subject, body=body, case_id=case_id, event=event))
 
 
@@ -35,7 +40,7 @@ async def send_text(case_id: str, key: str, role: Role, recipient: str, text: st
                     event: str | None = None) -> bool:
     """A message named by catalog key (starter/locales/*.po), rendered in the recipient's locale by the
     activity."""
-    return await deliver(Notification(message_key=f"{case_id}:{key}", recipient_role=role, recipient_id=recipient,
+    return await deliver(Notification(message_key=message_key(case_id, key), recipient_role=role, recipient_id=recipient,
                                       text=text, params=params, case_id=case_id, event=event))
 
 

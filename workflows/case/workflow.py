@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
         AtDeadline,
         Owner,
     )
-    from workflows.common import Deadline, euros, fmt, send_text
+    from workflows.common import Deadline, euros, fmt, message_key, send_text
     from workflows.options import RECORD_ACTIVITY
 
 LOCAL_WRITES = "local-writes"
@@ -614,7 +614,7 @@ class CaseWorkflow:
         recipient = {Role.customer: self.state.customer_id, Role.seller: self.state.seller_id}.get(m.to, "care")
         event = m.event if m.to == Role.seller else ("case.escalated" if m.to == Role.agent else None)
         if not await send_text(self.inp.case_id, m.key, m.to, recipient, m.text, m.params, event):
-            await self.record("notification_failed", {"message_key": f"{self.inp.case_id}:{m.key}"})
+            await self.record("notification_failed", {"message_key": message_key(self.inp.case_id, m.key)})
 
     async def notify_customer(self, key: str, text_key: str, **params) -> None:
         await self.message(Msg(Role.customer, key, text_key, params))
