@@ -116,8 +116,8 @@ def tables(r: Results) -> str:
                        f"{percentile(res.durations, 50):.2f} / {percentile(res.durations, 95):.2f} | {res.conflicts} | "
                        + " | ".join(_cpu_cells(res, res.cases)) + f" | {util:.0f} % | {_others(res.cpu, res.seconds, m)} |")
         out.append("\n\"409 retried\": actions of the real cases sent again because the case was not in their stage "
-                   "yet (an action is sent at once when the last answer showed its stage or the email asking for it "
-                   "arrived, else 0.1 s later; the baselines' Updates are sent by their worker, again 10 ms later "
+                   "yet (an action is sent when the email asking for it arrived, else at once when the last answer "
+                   "showed its stage, else 0.1 s later; the baselines' Updates are sent by their worker, again 10 ms later "
                    "while refused, not counted). \"CPU used "
                    "(ours)\": the benchmark's processes, in % of the machine's CPUs; \"others' CPU\": the rest of the "
                    "machine (other people's processes) during the same runs.\n")

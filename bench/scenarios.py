@@ -24,13 +24,13 @@ from bench.seed import SeededOrder
 # An action refused because the case is not in its stage yet (409; a rejected Update for the baseline) is
 # tried again this long after the previous attempt started, for the real and the baseline cases alike.
 RETRY_EVERY = 0.1
-# The driver knows the case's stage from the last answer (the help request's view; an action answers
-# with the stage the case moved on to). The first action of a withdrawal follows the help request, whose
-# answer shows the case still `opening`: the seller sends the label when the email asking for it arrives
-# (the SMTP sink announces each message, MailWatch), as the baseline's Update follows the activity before
-# it. Any other action whose stage is not the last one seen is first sent RETRY_EVERY later. (Acting
-# blindly 0.1 s after the help request met a 409 in nearly every withdrawal, ~0.2 s and a refused Update
-# per case; reading the case while waiting cost ~5 GETs of the case and its timeline per withdrawal.)
+# A party acts when the email asking for the action arrives (the SMTP sink announces each message,
+# MailWatch; ASKED_BY), as the baseline's Update follows the activity before it; an action no email asks
+# for follows the stage the last answer showed (an action answers with the stage the case moved on to),
+# and one whose stage that is not is first sent RETRY_EVERY later. (The label sent blindly 0.1 s after
+# the help request, whose answer shows the case still `opening`, met a 409 in nearly every withdrawal,
+# ~0.2 s and a refused Update per case; reading the case while waiting cost ~5 GETs of the case and its
+# timeline per withdrawal.)
 ASKED_WAIT = 30.0  # at most this long for the asking email, then the action is sent anyway (and retried)
 
 
@@ -150,15 +150,15 @@ async def open_case(http: ApiClient, order: SeededOrder, kind: str) -> dict:
 
 async def act(http: ApiClient, counters: Counters, case_id: str, stage: str, path: str, token: str,
               body: dict, timeout: float = 60, asked: Awaitable | None = None) -> dict:
-    """POSTs an action, at once when `stage` (the last one seen) is one of the action's or once `asked` (the
-    email asking for it arrived), else RETRY_EVERY later; again every RETRY_EVERY seconds while the case is
+    """POSTs an action once `asked` (the email asking for it) arrived, or at once when `stage` (the last one
+    seen) is one of the action's, else RETRY_EVERY later; again every RETRY_EVERY seconds while the case is
     not in the stage yet (409)."""
     from starter.actions import ACTIONS
 
     end = time.monotonic() + timeout
     ready = stage in {s.value for s in ACTIONS[path].stages}
-    if not ready and asked is not None:
-        ready = await asked
+    if asked is not None:  # the party waits for the email (not there in time: the stage decides)
+        ready = await asked or ready
     while True:
         if not ready:
             await asyncio.sleep(RETRY_EVERY)
@@ -188,8 +188,9 @@ async def cancellation_case(http, client, counters: Counters, order: SeededOrder
     return case_id
 
 
-# The email that asks the seller for the return label (workflows/case/returns.py).
-LABEL_ASKED = "label-asked"
+# The actions of a withdrawal an email asks for, and that email's key (workflows/case/returns.py, refund.py):
+# the seller's label, the customer's shipment (the label sent to them), the seller's refund activation.
+ASKED_BY = {"return-label": "label-asked", "shipment": "label-to-customer", "refund-activation": "activation-asked"}
 
 
 async def withdrawal_case(http, client, counters: Counters, order: SeededOrder, mail: MailWatch | None = None) -> str:
@@ -205,8 +206,8 @@ async def withdrawal_case(http, client, counters: Counters, order: SeededOrder, 
             ("shipment", order.customer_token, {"carrier": "Colissimo", "tracking_number": tracking}),
             ("receipt", order.seller_token, {}),
             ("refund-activation", order.seller_token, {})):
-        asked = (mail.arrived(message_id(message_key(case_id, LABEL_ASKED)), ASKED_WAIT)
-                 if mail is not None and path == "return-label" else None)
+        asked = (mail.arrived(message_id(message_key(case_id, ASKED_BY[path])), ASKED_WAIT)
+                 if mail is not None and path in ASKED_BY else None)
         stage = (await act(http, counters, case_id, stage, path, token, body, asked=asked))["stage"]
     await wait_closed(client, case_id)
     return case_id

@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from activities.mail import message_id
-from bench.scenarios import LABEL_ASKED
+from bench.scenarios import ASKED_BY
 from domain.models import (
     Actor,
     CareRequest,
@@ -62,16 +62,19 @@ async def test_withdrawal_happy_path_refunds_once(ts_env, pool, case_worker, gat
     s = await wait_stage(handle, Stage.awaiting_return_label)
     assert s.waiting_for == "seller" and s.deadline is not None
     asked = await mail_with(mail_sink, party["seller_email"], "Return label needed")
-    # the benchmark's seller issues the label when this email arrives, known by its Message-ID
-    assert asked and asked[0]["message_id"] == message_id(message_key(handle.id, LABEL_ASKED))
+    # the benchmark's parties act when the email asking them arrives, known by its Message-ID
+    assert asked and asked[0]["message_id"] == message_id(message_key(handle.id, ASKED_BY["return-label"]))
     answer = await issue_label(handle, party)
     assert answer.stage == Stage.awaiting_shipment
     label_mail = await mail_with(mail_sink, party["customer_email"], "return label")
     assert label_mail and "https://labels.example/ret.pdf" in label_mail[0]["body"]
+    assert label_mail[0]["message_id"] == message_id(message_key(handle.id, ASKED_BY["shipment"]))
     assert (await ship(handle, party)).stage == Stage.in_transit
     await deliver(ts_env, handle)
     s = await wait_stage(handle, Stage.awaiting_refund_activation)
     assert s.waiting_for == "seller"
+    activation_mail = await mail_with(mail_sink, party["seller_email"], "Activate the refund")
+    assert activation_mail[0]["message_id"] == message_id(message_key(handle.id, ASKED_BY["refund-activation"]))
     assert (await handle.execute_update(CaseWorkflow.activate_refund, SimpleAction(actor=seller(party)))).stage \
         in (Stage.refunding, Stage.awaiting_bank_settlement)
     await wait_stage(handle, Stage.awaiting_bank_settlement)
