@@ -112,6 +112,39 @@ async def test_withdrawal_while_an_activity_is_in_flight_closes_the_case(name, t
         assert await mail_with(mail_sink, party["customer_email"], "closed (withdrawn)")
 
 
+async def test_an_email_in_flight_holds_neither_the_stage_deadline_nor_the_party_action(ts_env, pool, test_settings,
+                                                                                        party, task_queue, mail_sink):
+    """The email asking the seller for the return label hangs (an SMTP outage): the stage's deadline timer is
+    armed all the same, and the seller's label moves the case on at once. Both used to wait for the email:
+    the timer was started, and the stage left, only once the email had gone (for up to a day of retries)."""
+    from temporalio.api.enums.v1 import EventType
+
+    async def timer_started() -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while loop.time() < end:
+            if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in (await handle.fetch_history()).events):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    gate = message_gate(":label-asked")
+    async with gated_worker(ts_env, test_settings, task_queue, gate):
+        handle, _ = await open_case(ts_env, pool, task_queue, party, CaseKind.withdrawal)
+        await gate.held()
+        s = await state(handle)
+        assert s.stage == Stage.awaiting_return_label and s.deadline is not None
+        # (the time-skipping server does not skip time while an activity is held, so the timer is read
+        # from the history rather than fired)
+        assert await timer_started(), "the stage's deadline timer waits for the asking email"
+        assert not gate.opened.is_set()  # the asking email is still held
+        answer = await asyncio.wait_for(issue_label(handle, party), 20)
+        assert answer.stage == Stage.awaiting_shipment
+        gate.open()
+        assert await mail_with(mail_sink, party["customer_email"], "return label")
+    assert "return_label_issued" in await timeline(pool, handle.id)
+
+
 async def test_no_withdrawal_once_a_paid_cancellation_is_being_refunded(ts_env, pool, test_settings, party,
                                                                         task_queue, gateway_sandbox):
     from tests.helpers.gates import Gate

@@ -11,6 +11,7 @@ the wait, and `run` applies it.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
@@ -71,6 +72,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import RECORD_ACTIVITY
 
 LOCAL_WRITES = "local-writes"
+# The emails that ask a party to act or remind them, and the closing emails, are sent beside the case, not
+# in its way (send_beside): a stage's deadline is armed, and the party's action taken, while the email
+# asking for it is in flight. Sent in line, an SMTP outage held a case in its stage, its deadline unarmed,
+# for up to an email's day of retries. Cases started before this send them in line, as recorded.
+MAIL_BESIDE = "mail-beside"
 
 
 @workflow.defn
@@ -88,6 +94,7 @@ class CaseWorkflow:
         self.stop: Stop | None = None
         self._care_extension: int | None = None  # hours, while awaiting_care
         self._acting: set[str] = set()
+        self._mail: list[asyncio.Task] = []  # the emails sent beside the case, awaited before it ends
         # Why the customer can no longer withdraw (money or goods left their hands), once it happened.
         self.committed: str | None = None
         self.money_in_flight = False
@@ -118,6 +125,7 @@ class CaseWorkflow:
         # history instead of three events and a workflow task each). Cases started before keep the
         # regular activities they were recorded with.
         self.local_writes = workflow.patched(LOCAL_WRITES)
+        self.mail_beside = workflow.patched(MAIL_BESIDE)
         order = inp.order
         self.state = CaseState(
             case_id=inp.case_id, kind=inp.kind, order_id=order.order_id, customer_id=order.customer_id,
@@ -138,6 +146,7 @@ class CaseWorkflow:
                 step = (lambda s=stop: self._apply_stop(s))
         self.legal.stop()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await asyncio.gather(*self._mail)  # every email sent, or given up and recorded, before the case ends
         return self.state
 
     async def _apply_stop(self, stop: Stop) -> None:
@@ -177,7 +186,7 @@ class CaseWorkflow:
         await self.transition(stage, event, waiting_for=rule.owner, deadline=self.deadline.at,
                               deadline_name=rule.deadline_name, detail=detail)
         if ask is not None:
-            await self.message(ask(self.deadline.at))
+            await self.send_beside(ask(self.deadline.at))
         reminder = None if remind is None else (lambda: self._remind(remind))
         every = timedelta(hours=policy.reconcile_every_hours) if reconcile else None
         escalated = False
@@ -265,13 +274,14 @@ class CaseWorkflow:
         self.publish()
 
     async def _remind(self, remind: MsgAt) -> None:
-        await self.message(remind(self.deadline.at))
+        await self.send_beside(remind(self.deadline.at))
         await self.record("reminder_sent", {"to": STAGES[self.state.stage].owner.value,
                                             "deadline": self.deadline.at.isoformat()})
 
     async def _remind_care(self, level: int) -> None:
-        await self.notify_care(f"care-reminder-{self._seq}", "mail.care_reminder", case_id=self.inp.case_id,
-                               due_at=self.deadline.at.isoformat(), reason=self.state.escalation_reason or "")
+        await self.send_beside(Msg(Role.agent, f"care-reminder-{self._seq}", "mail.care_reminder", {
+            "case_id": self.inp.case_id, "due_at": self.deadline.at.isoformat(),
+            "reason": self.state.escalation_reason or ""}))
         await self.record("reminder_sent", {"to": "care", "deadline": self.deadline.at.isoformat(), "level": level})
 
     # ================================================================ signals
@@ -312,7 +322,7 @@ class CaseWorkflow:
         """True when the case waits in a stage for somebody (its timer armed) and no handler runs:
         nothing of the case is in flight (tests look then). Not while the gateway call runs."""
         return (self.deadline.parked and self.waiting_in not in (None, Stage.refunding)
-                and workflow.all_handlers_finished())
+                and workflow.all_handlers_finished() and all(t.done() for t in self._mail))
 
     # ================================================================ updates
     async def _act(self, name: str, apply: Callable[[], None], record: tuple[str, dict] | None = None) -> ActionAnswer:
@@ -593,9 +603,10 @@ class CaseWorkflow:
         self.deadline.set(None)
         await self.transition(Stage.closed, "case_closed", detail={"outcome": outcome.value, "reason": reason})
         params = {"case_id": self.inp.case_id, "outcome": outcome.value, "reason": reason}
-        await self.notify_customer("closed", "mail.case_closed", **params)
-        # Its own key: under the customer's ("closed") it was taken for a repeat and never sent.
-        await self.notify_seller("closed-seller", "case.closed", "mail.case_closed_seller", **params)
+        # Both at once, beside the case (awaited before it ends). The seller's has its own key: under the
+        # customer's ("closed") it was taken for a repeat and never sent.
+        await self.send_beside(Msg(Role.customer, "closed", "mail.case_closed", params))
+        await self.send_beside(Msg(Role.seller, "closed-seller", "mail.case_closed_seller", params, "case.closed"))
 
     async def set_order_status(self, expected: list[OrderStatus], new: OrderStatus) -> OrderStatusResult:
         return await self.write(CaseActivities.set_order_status,
@@ -615,6 +626,15 @@ class CaseWorkflow:
         event = m.event if m.to == Role.seller else ("case.escalated" if m.to == Role.agent else None)
         if not await send_text(self.inp.case_id, m.key, m.to, recipient, m.text, m.params, event):
             await self.record("notification_failed", {"message_key": message_key(self.inp.case_id, m.key)})
+
+    async def send_beside(self, m: Msg) -> None:
+        """Sends `m` without holding the case (MAIL_BESIDE): the case goes on at once and awaits its emails
+        before it ends; one undeliverable for a day is recorded then (message). A case started before
+        MAIL_BESIDE sends it in line."""
+        if self.mail_beside:
+            self._mail.append(asyncio.ensure_future(self.message(m)))
+        else:
+            await self.message(m)
 
     async def notify_customer(self, key: str, text_key: str, **params) -> None:
         await self.message(Msg(Role.customer, key, text_key, params))
