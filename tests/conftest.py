@@ -156,7 +156,7 @@ async def case_worker(ts_env, pool, test_settings, task_queue):
 # The release whose histories RECORD_HISTORIES=1 records (tests/histories/<release>/, replayed by
 # tests/test_replay.py with every earlier release). Bump it when the recorded release is deployed,
 # so the next recordings never overwrite the shape running cases still have (README).
-HISTORIES_RELEASE = os.environ.get("HISTORIES_RELEASE", "r2")
+HISTORIES_RELEASE = os.environ.get("HISTORIES_RELEASE", "r3")
 HISTORIES_DIR = ROOT / "tests" / "histories" / HISTORIES_RELEASE
 
 
