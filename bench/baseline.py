@@ -187,6 +187,7 @@ class BaselineScript:
                 elif kind == "timer":
                     timers[args[0]] = asyncio.ensure_future(workflow.sleep(FIRES if args[1] else DEADLINE,
                                                                            summary=summary))
+                    await asyncio.sleep(0)  # the timer's command now, before the step's next ones (recorded order)
                 elif kind == "cancel_timer":
                     timers[args[0]].cancel()
                 elif kind == "upsert":
