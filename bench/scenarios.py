@@ -68,11 +68,8 @@ class ApiClient:
     of CPU per withdrawal, the baseline's driver 2)."""
 
     def __init__(self, base_url: str, connections: int = 200):
-        import aiohttp
-
         self.base_url = base_url
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
-                                             timeout=aiohttp.ClientTimeout(total=60))
+        self.session = read_client(connections)  # the same aiohttp session as the reads'
 
     async def post(self, path: str, json: dict, headers: dict, timeout: float | None = None) -> Answer:
         import aiohttp
