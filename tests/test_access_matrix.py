@@ -787,11 +787,12 @@ async def test_payment_webhook_signatures_and_replays(api, pool, agent_token):
      "data": {"object": {"status": "succeeded", "metadata": {"workflow_id": "wf-nope"}}}},
     {"id": "evt_meta_list", "object": "event", "type": "bank_transfer.settled",
      "data": {"object": {"id": "tr_1", "metadata": ["x"]}}},
+    [{"id": "evt_in_a_list"}], "evt_a_string", 12,  # signed JSON, but not an object
 ])
 async def test_payment_webhook_signed_but_malformed_is_refused_without_5xx(api, pool, event):
     payload = json.dumps(event).encode()
     r = await api.post("/v1/webhooks/payments", content=payload, headers=stripe_signed(api, payload))
     assert r.status_code in (400, 422), r.text
-    if "id" in event:  # not recorded: the gateway's retry of a corrected event is not a "duplicate"
+    if isinstance(event, dict) and "id" in event:  # not recorded: the gateway's retry of a corrected event is not a "duplicate"
         assert await pool.fetchval("SELECT count(*) FROM webhook_events WHERE source = 'gateway' AND event_id = $1",
                                    str(event["id"])) == 0

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import asyncio
 from email import policy
-from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from activities.mail import IDLE_CONNECTIONS, Mailer, text_message
+from activities.mail import IDLE_CONNECTIONS, Mailer, Outgoing, text_message
 from tests.helpers.servers import retry_on_port_clash
 
 
@@ -19,9 +18,11 @@ class Recorder:
     def __init__(self):
         self.got: list[tuple[int, str]] = []
         self.raw: list[bytes] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.raw.append(envelope.original_content or envelope.content)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         subject = next(line for line in envelope.content.decode().splitlines() if line.startswith("Subject:"))
         self.got.append((session.peer[1], subject.removeprefix("Subject: ")))
         return "250 OK"
@@ -35,11 +36,8 @@ def start_server(recorder: Recorder, port: int | None = None) -> Controller:
     return start(port) if port is not None else retry_on_port_clash("test SMTP server", start)
 
 
-def mail(subject: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "after-sales@marketplace.example", "a@example.com", subject
-    msg.set_content("body")
-    return msg
+def mail(subject: str) -> Outgoing:
+    return text_message("after-sales@marketplace.example", "a@example.com", subject, "body", {})
 
 
 @pytest.fixture
@@ -114,3 +112,15 @@ async def test_a_text_message_arrives_as_written_accents_long_lines_and_headers_
     assert got.get_content_type() == "text/plain" and got.get_content_charset() == "utf-8"
     assert got.get_content().replace("\r\n", "\n") == body
     assert max(len(line) for line in recorder.raw[0].splitlines()) <= 78  # SMTP's line limit kept
+    assert recorder.envelopes == [("after-sales@marketplace.example", ["emilie@example.com"])]
+
+
+def test_a_long_subject_is_folded_and_a_line_break_in_a_header_starts_no_header_of_its_own():
+    subject = "Votre demande de rétractation · commande o-1 · " + "un produit au nom très long " * 6
+    out = text_message("after-sales@marketplace.example", "a@example.com", subject, "body\n",
+                       {"X-Case-Id": "c-1\r\nBcc: everyone@example.com"})
+    got = BytesParser(policy=policy.default).parsebytes(out.data)
+    assert got["Subject"] == subject
+    assert got["Bcc"] is None and got["X-Case-Id"] == "c-1 Bcc: everyone@example.com"
+    assert max(len(line) for line in out.data.split(b"\r\n")[:-1]) <= 78
+    assert b"\n" not in out.data.replace(b"\r\n", b"")  # CRLF line ends only, as SMTP carries them
