@@ -10,10 +10,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import time
+from dataclasses import dataclass
 
 import httpx
 from temporalio import activity
@@ -58,6 +60,34 @@ def verify_signature(secret: str, body: bytes, header: str, tolerance_seconds: i
         return False
     expected = sign_webhook(secret, body, t).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    locale: str
+    sent: bool  # the message went already on the channel asked
+
+
+# A customer's or seller's address and locale, with the status of the message on a channel ($2, $3).
+_RECIPIENT = {
+    Role.customer: """SELECT c.email, NULL AS webhook_url, NULL AS webhook_secret, c.locale, m.status
+                      FROM customers c LEFT JOIN sent_messages m ON m.message_key = $2 AND m.channel = $3
+                      WHERE c.customer_id = $1""",
+    Role.seller: """SELECT s.email, s.webhook_url, s.webhook_secret, s.locale, m.status
+                    FROM sellers s LEFT JOIN sent_messages m ON m.message_key = $2 AND m.channel = $3
+                    WHERE s.seller_id = $1""",
+}
+_SENT_STATUS = "SELECT status FROM sent_messages WHERE message_key = $1 AND channel = $2"
+# A message that went ($7 'sent') or an attempt that failed ('pending'); `attempts` counts the tries after
+# the first. Sent stays sent; an erased row keeps its erased recipient and body.
+_RECORD = """INSERT INTO sent_messages (message_key, channel, recipient, subject, body, case_id, status, sent_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 = 'sent' THEN now() END)
+             ON CONFLICT (message_key, channel) DO UPDATE SET
+                 attempts = sent_messages.attempts + 1, status = EXCLUDED.status, sent_at = EXCLUDED.sent_at
+             WHERE sent_messages.status <> 'sent'"""
 
 
 def rendered(n: Notification, locale: str) -> Notification:
@@ -127,60 +157,53 @@ class CaseActivities:
         """Sends the email; True when the recipient is a seller with a webhook to call as well (the
         workflow then delivers it separately, so a failing seller endpoint never holds the case)."""
         pool = await db.get_pool()
-        email, webhook_url, _, locale = await self._recipient(pool, n.recipient_role, n.recipient_id)
-        await self._send_email_once(pool, rendered(n, locale), email)
-        return bool(webhook_url)
+        to = await self._recipient(pool, n, "email")
+        if to.sent:
+            return bool(to.webhook_url)
+        n = rendered(n, to.locale)
+        headers = {"Message-ID": message_id(n.message_key)}
+        if n.case_id:
+            headers["X-Case-Id"] = n.case_id
+        await self._sending(pool, n, "email", to.email,
+                            self.mailer.send(text_message(self.settings.mail_from, to.email, n.subject, n.body, headers)))
+        return bool(to.webhook_url)
 
     @activity.defn
     async def deliver_seller_webhook(self, n: Notification) -> None:
         pool = await db.get_pool()
-        _, webhook_url, webhook_secret, locale = await self._recipient(pool, n.recipient_role, n.recipient_id)
-        if webhook_url:
-            await self._send_webhook_once(pool, rendered(n, locale), webhook_url, webhook_secret or "", locale)
+        to = await self._recipient(pool, n, "webhook")
+        if to.webhook_url and not to.sent:
+            n = rendered(n, to.locale)
+            await self._sending(pool, n, "webhook", to.webhook_url,
+                                self._post_webhook(n, to.webhook_url, to.webhook_secret or "", to.locale))
 
-    async def _recipient(self, pool, role: Role, recipient_id: str) -> tuple[str, str | None, str | None, str]:
-        """email, webhook url and secret, locale (care reads the marketplace's default, French)."""
-        if role == Role.agent:
-            return self.settings.care_email, None, None, i18n.DEFAULT_LOCALE
-        if role == Role.customer:
-            row = await pool.fetchrow("SELECT email, locale FROM customers WHERE customer_id = $1", recipient_id)
-            if row is None:
-                raise ApplicationError(f"unknown customer {recipient_id}", type="UnknownRecipient", non_retryable=True)
-            return row["email"], None, None, row["locale"]
-        row = await pool.fetchrow(
-            "SELECT email, webhook_url, webhook_secret, locale FROM sellers WHERE seller_id = $1", recipient_id)
+    async def _recipient(self, pool, n: Notification, channel: str) -> Recipient:
+        """Who the message goes to (email, webhook, locale; care reads the marketplace's default, French)
+        and whether it went already on `channel` (a retry, a replayed step): one read."""
+        if n.recipient_role == Role.agent:
+            status = await pool.fetchval(_SENT_STATUS, n.message_key, channel)
+            return Recipient(self.settings.care_email, None, None, i18n.DEFAULT_LOCALE, status == "sent")
+        row = await pool.fetchrow(_RECIPIENT[n.recipient_role], n.recipient_id, n.message_key, channel)
         if row is None:
-            raise ApplicationError(f"unknown seller {recipient_id}", type="UnknownRecipient", non_retryable=True)
-        return row["email"], row["webhook_url"], row["webhook_secret"], row["locale"]
+            raise ApplicationError(f"unknown {n.recipient_role.value} {n.recipient_id}", type="UnknownRecipient",
+                                   non_retryable=True)
+        return Recipient(row["email"], row["webhook_url"], row["webhook_secret"], row["locale"], row["status"] == "sent")
 
-    async def _claim(self, pool, n: Notification, channel: str, recipient: str) -> bool:
-        """Registers the message; False when it was already sent (a retry or a replayed step)."""
-        status = await pool.fetchval(
-            """INSERT INTO sent_messages (message_key, channel, recipient, subject, body, case_id)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (message_key, channel) DO UPDATE SET attempts = sent_messages.attempts + 1
-               RETURNING status""",
-            n.message_key, channel, recipient, n.subject, n.body, n.case_id,
-        )
-        return status != "sent"
+    async def _sending(self, pool, n: Notification, channel: str, recipient: str, send) -> None:
+        """Awaits `send` (the email or webhook going out), then records the message as sent; a failed
+        attempt is recorded as pending (with the attempts) and raises, for Temporal to retry it. A message
+        is recorded once it went, not claimed before: one write per message instead of two. Its row,
+        once erased (starter/erasure.py), keeps its erased recipient and body."""
+        try:
+            await send
+        except BaseException:
+            with contextlib.suppress(Exception):  # the send's own error is the one to retry on
+                await pool.execute(_RECORD, n.message_key, channel, recipient, n.subject, n.body, n.case_id,
+                                   "pending")
+            raise
+        await pool.execute(_RECORD, n.message_key, channel, recipient, n.subject, n.body, n.case_id, "sent")
 
-    async def _mark_sent(self, pool, n: Notification, channel: str) -> None:
-        await pool.execute(
-            "UPDATE sent_messages SET status = 'sent', sent_at = now() WHERE message_key = $1 AND channel = $2",
-            n.message_key, channel)
-
-    async def _send_email_once(self, pool, n: Notification, to: str) -> None:
-        if not await self._claim(pool, n, "email", to):
-            return
-        headers = {"Message-ID": message_id(n.message_key)}
-        if n.case_id:
-            headers["X-Case-Id"] = n.case_id
-        await self.mailer.send(text_message(self.settings.mail_from, to, n.subject, n.body, headers))
-        await self._mark_sent(pool, n, "email")
-
-    async def _send_webhook_once(self, pool, n: Notification, url: str, secret: str, locale: str) -> None:
-        if not await self._claim(pool, n, "webhook", url):
-            return
+    async def _post_webhook(self, n: Notification, url: str, secret: str, locale: str) -> None:
         body = json.dumps({
             "id": n.message_key, "message_key": n.message_key, "event": n.event or "case.updated",
             "case_id": n.case_id, "text": n.text, "locale": locale,
@@ -193,7 +216,6 @@ class CaseActivities:
         })
         if resp.status_code >= 300:
             raise RuntimeError(f"seller webhook answered {resp.status_code}")  # retried by Temporal
-        await self._mark_sent(pool, n, "webhook")
 
     @activity.defn
     async def set_order_status(self, change: OrderStatusChange) -> OrderStatusResult:
