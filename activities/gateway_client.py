@@ -156,8 +156,8 @@ def verify_event(payload: bytes, signature_header: str, secret: str, tolerance: 
     """A gateway event (refund or bank transfer) checked with Stripe's own verifier
     (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of "t.payload"); a timestamp older than `tolerance`
     seconds fails too. Raises ValueError. The verified JSON is read as a dict: `construct_event` would
-    build a StripeObject from it only for us to turn it back into one (a third of a webhook's CPU in
-    the API before the signal, measured)."""
+    build a StripeObject from it only for us to turn it back into one (over half of this check's CPU,
+    measured: BENCHMARKS.md)."""
     try:
         stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance)
     except stripe.SignatureVerificationError as e:
