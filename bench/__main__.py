@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (~2 min); BENCHMARKS.md is left alone")
     p.add_argument("--waiting", type=int, default=None, help="waiting cases to open (default 10000, quick 300)")
-    p.add_argument("--cases", type=int, default=None, help="cases of (a) per throughput phase, over its rounds (default 180: 30 a round; (b): half)")
+    p.add_argument("--cases", type=int, default=None, help="cases of (a) per throughput phase, over its rounds (default 360: 60 a round; (b): half)")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent clients of the throughput runs")
     p.add_argument("--only", default=None, help=f"comma-separated phases among {','.join(PHASES)}")
     p.add_argument("--no-tuning", action="store_true", help="skip the tuning variants")

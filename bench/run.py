@@ -21,11 +21,14 @@ def say(text: str) -> None:
 @dataclass
 class Config:
     quick: bool = False
-    cases_a: int = 180  # per kind, (a) and its baseline; (b) and its baseline: cases_b
-    cases_b: int = 90
+    # Per kind, (a) and its baselines; (b) and its baselines: cases_b. A round of each (60 and 30 cases) runs
+    # mostly with all its clients busy: with half as many, a round's start and end (fewer cases in flight,
+    # CPUs idle) weighed enough to lift real / same-shape by ~0.04 (BENCHMARKS.md, afternoon of 2026-12-03).
+    cases_a: int = 360
+    cases_b: int = 180
     concurrency: int = 10  # enough to keep the 2 CPUs busy (more only lengthens each case)
-    # The throughput runs are interleaved in this many rounds (30 + 15 cases each): their spread shows how much
-    # the machine's moments move a ratio (±0.04 between runs of 3 rounds).
+    # The throughput runs are interleaved in this many rounds: their spread shows how much the machine's
+    # moments move a ratio.
     rounds: int = 6
     latency_requests: dict[int, int] = field(default_factory=lambda: {1: 50, 10: 150, 50: 400})
     open_rates: tuple[float, ...] = (5, 20, 50)  # help requests per second of the open-loop runs
