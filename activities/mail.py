@@ -75,7 +75,7 @@ class Mailer:
         while self._idle:
             smtp = self._idle.pop()
             try:
-                await smtp.sendmail(mail.sender, list(mail.recipients), mail.data)
+                await smtp.sendmail(mail.sender, mail.recipients, mail.data)
             except ConnectionError:  # dropped while idle (aiosmtplib's SMTPServerDisconnected is one)
                 smtp.close()
                 continue
@@ -87,7 +87,7 @@ class Mailer:
         smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout)
         try:
             await smtp.connect()
-            await smtp.sendmail(mail.sender, list(mail.recipients), mail.data)
+            await smtp.sendmail(mail.sender, mail.recipients, mail.data)
         except BaseException:
             smtp.close()
             raise
