@@ -76,9 +76,13 @@ async def reserve(conn, *, order_id: str, case_id: str | None, kind: str, key: s
 FINAL_STATES = ("succeeded", "failed")
 
 
+# A card refund's final gateway statuses → the ledger state each ends it in.
+_FINAL_BY_STATUS = {"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}
+
+
 def final_state(gateway_status: str) -> str | None:
     """The ledger state a card refund's gateway status ends it in; None while it is under way."""
-    return {"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}.get(gateway_status)
+    return _FINAL_BY_STATUS.get(gateway_status)
 
 
 async def set_state(conn, key: str, state: str, failure_reason: str | None = None) -> None:
@@ -94,16 +98,17 @@ async def apply_refund_status(conn, gateway_refund_id: str, status: str, failure
     when final, its ledger entry, in one statement (atomic by itself, no transaction needed). `key`: the
     refund's idempotency key when the gateway has just created it: its row is found by key and takes the
     gateway's id, and its entry becomes `made` unless the status is final already. `conn`: a connection
-    (inside the caller's transaction) or the pool."""
+    (inside the caller's transaction) or the pool. A row whose status is final keeps it, as its entry
+    keeps its state: the gateway's events are not ordered (a stale "succeeded" after "failed")."""
     found_by = "gateway_refund_id" if key is None else "idempotency_key"  # two statements, each on its index
     await conn.execute(
         f"""WITH refund AS (
                UPDATE refunds SET status = $2, failure_reason = coalesce($3, failure_reason), updated_at = now(),
                                   gateway_refund_id = $1
-               WHERE {found_by} = $4 RETURNING idempotency_key)
+               WHERE {found_by} = $4 AND status <> ALL($7::text[]) RETURNING idempotency_key)
            UPDATE order_ledger SET state = $5, failure_reason = coalesce($3, order_ledger.failure_reason),
                                    updated_at = now()
            FROM refund WHERE order_ledger.idempotency_key = refund.idempotency_key AND $5::text IS NOT NULL
                          AND order_ledger.state <> ALL($6::text[])""",
         gateway_refund_id, status, failure_reason, gateway_refund_id if key is None else key,
-        final_state(status) or ("made" if key else None), list(FINAL_STATES))
+        final_state(status) or ("made" if key else None), list(FINAL_STATES), list(_FINAL_BY_STATUS))
