@@ -21,7 +21,7 @@ from domain.models import (
 )
 from starter.deps import require
 from starter.schemas import Body, CareBody, DecisionBody, LabelBody, NoteBody, OfferAnswerBody, ShipmentBody
-from starter.service import CaseService
+from starter.service import UNREAD, CaseService
 from workflows.case import CaseWorkflow
 from workflows.case.stages import STAGES, WITHDRAWABLE
 
@@ -79,11 +79,12 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-async def perform(svc: CaseService, who: Actor, case_id: str, name: str, body: BaseModel):
-    """Takes the action `name` on the case: the role first, then the service's checks and the Update."""
+async def perform(svc: CaseService, who: Actor, case_id: str, name: str, body: BaseModel, case=UNREAD):
+    """Takes the action `name` on the case: the role first, then the service's checks and the Update.
+    `case`: the case's row as read with the caller's token (deps.CaseCaller), if it was."""
     action = ACTIONS[name]
     require(who, action.role, action.what)
-    return await svc.act(who, case_id, action.update, action.request(who, body))
+    return await svc.act(who, case_id, action.update, action.request(who, body), case)
 
 
 def offered(role: Role, stage: Stage | str) -> list[str]:

@@ -2,6 +2,8 @@
 caller (a bearer token, or the pages' session cookie holding the same token)."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
@@ -9,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Path as PathParam, Request
 
 from config import Settings
 from domain.models import Actor, Role
-from starter.auth import actor_for_token, authenticate, bearer_token
+from starter.auth import actor_for_token, authenticate, authenticate_on_case, bearer_token
 from starter.service import CaseService
 
 
@@ -46,14 +48,34 @@ async def get_actor_or_session(request: Request, authorization: Annotated[str | 
     return await get_actor(request, authorization)
 
 
+@dataclass(frozen=True)
+class CaseCaller:
+    """The caller of an action and the case it names, read together: `case` holds customer_id, seller_id
+    and stage, None when there is no such case."""
+    actor: Actor
+    case: dict | None
+
+
+async def get_case_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> CaseCaller:
+    case_id = request.path_params.get("case_id", "")
+    if not _ID_RE.fullmatch(case_id) or len(case_id) > ID_MAX_LENGTH:
+        # The route's Id answers 422 after this; the token is still checked first, as for any route.
+        return CaseCaller(await get_actor(request, authorization), None)
+    actor, case = await authenticate_on_case(request.app.state.pool, bearer_token(authorization), case_id)
+    return CaseCaller(actor, case)
+
+
 Cfg = Annotated[Settings, Depends(get_settings)]
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 Svc = Annotated[CaseService, Depends(get_service)]
 Who = Annotated[Actor, Depends(get_actor)]
 WhoOrSession = Annotated[Actor, Depends(get_actor_or_session)]
+WhoOnCase = Annotated[CaseCaller, Depends(get_case_caller)]
 
 # Ids in paths: no control characters (PostgreSQL refuses NUL), so a hostile id is a 422, not a 500.
-Id = Annotated[str, PathParam(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ID_PATTERN, ID_MAX_LENGTH = r"^[^\x00-\x1f\x7f]+$", 200
+_ID_RE = re.compile(ID_PATTERN)
+Id = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
 
 def require(who: Actor, role: Role, what: str) -> None:

@@ -97,6 +97,9 @@ def may_see(actor: Actor, customer_id: str, seller_id: str) -> bool:
             or (actor.role == Role.seller and actor.id == seller_id))
 
 
+UNREAD = object()  # CaseService.act: the case's row not read yet
+
+
 class CaseService:
     def __init__(self, pool: asyncpg.Pool, temporal: Client, task_queue: str, policy: Policy):
         self.pool = pool
@@ -333,10 +336,13 @@ class CaseService:
         return [r["view"] for r in rows]
 
     # ------------------------------------------------------------ acting
-    async def act(self, actor: Actor, case_id: str, update, payload) -> ActionAnswer:
+    async def act(self, actor: Actor, case_id: str, update, payload, row=UNREAD) -> ActionAnswer:
         """Runs an Update (a CaseWorkflow method, e.g. CaseWorkflow.decide) on the case after the cheap
-        checks; the workflow's validator has the last word."""
-        row = await self.pool.fetchrow("SELECT customer_id, seller_id, stage FROM cases WHERE case_id = $1", case_id)
+        checks; the workflow's validator has the last word. `row`: the case's customer_id, seller_id and
+        stage (None: no such case) when the caller already read them, with its token."""
+        if row is UNREAD:
+            row = await self.pool.fetchrow("SELECT customer_id, seller_id, stage FROM cases WHERE case_id = $1",
+                                           case_id)
         if row is None:
             raise NotFound(f"case {case_id} not found")
         if not may_see(actor, row["customer_id"], row["seller_id"]):

@@ -6,7 +6,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from domain.models import Role
 from starter.actions import perform
-from starter.deps import Cfg, Id, Svc, Who, WhoOrSession, require
+from starter.deps import Cfg, Id, Svc, Who, WhoOnCase, WhoOrSession, require
 from starter.schemas import (
     CareBody,
     DecisionBody,
@@ -44,13 +44,13 @@ async def get_case(case_id: Id, who: Who, svc: Svc):
 
 
 @router.post("/cases/{case_id}/decision")
-async def decide(case_id: Id, body: DecisionBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "decision", body)
+async def decide(case_id: Id, body: DecisionBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "decision", body, who.case)
 
 
 @router.post("/cases/{case_id}/care")
-async def care(case_id: Id, body: CareBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "care", body)
+async def care(case_id: Id, body: CareBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "care", body, who.case)
 
 
 @router.post("/cases/{case_id}/attachments", status_code=201)
@@ -73,48 +73,48 @@ async def get_attachment(attachment_id: Id, who: WhoOrSession, svc: Svc, thumbna
 
 
 @router.post("/cases/{case_id}/return-label")
-async def return_label(case_id: Id, body: LabelBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "return-label", body)
+async def return_label(case_id: Id, body: LabelBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "return-label", body, who.case)
 
 
 @router.post("/cases/{case_id}/label-missing")
-async def label_missing(case_id: Id, body: NoteBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "label-missing", body)
+async def label_missing(case_id: Id, body: NoteBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "label-missing", body, who.case)
 
 
 @router.post("/cases/{case_id}/shipment")
-async def shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "shipment", body)
+async def shipment(case_id: Id, body: ShipmentBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "shipment", body, who.case)
 
 
 @router.post("/cases/{case_id}/receipt")
-async def receipt(case_id: Id, body: NoteBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "receipt", body)
+async def receipt(case_id: Id, body: NoteBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "receipt", body, who.case)
 
 
 @router.post("/cases/{case_id}/refund-activation")
-async def refund_activation(case_id: Id, body: NoteBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "refund-activation", body)
+async def refund_activation(case_id: Id, body: NoteBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "refund-activation", body, who.case)
 
 
 @router.post("/cases/{case_id}/outbound-shipment")
-async def outbound_shipment(case_id: Id, body: ShipmentBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "outbound-shipment", body)
+async def outbound_shipment(case_id: Id, body: ShipmentBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "outbound-shipment", body, who.case)
 
 
 @router.post("/cases/{case_id}/outbound-impossible")
-async def outbound_impossible(case_id: Id, body: NoteBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "outbound-impossible", body)
+async def outbound_impossible(case_id: Id, body: NoteBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "outbound-impossible", body, who.case)
 
 
 @router.post("/cases/{case_id}/offer-answer")
-async def offer_answer(case_id: Id, body: OfferAnswerBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "offer-answer", body)
+async def offer_answer(case_id: Id, body: OfferAnswerBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "offer-answer", body, who.case)
 
 
 @router.post("/cases/{case_id}/withdraw")
-async def withdraw(case_id: Id, body: NoteBody, who: Who, svc: Svc):
-    return await perform(svc, who, case_id, "withdraw", body)
+async def withdraw(case_id: Id, body: NoteBody, who: WhoOnCase, svc: Svc):
+    return await perform(svc, who.actor, case_id, "withdraw", body, who.case)
 
 
 @router.get("/escalations")
