@@ -408,6 +408,9 @@ async def test_text_postgres_cannot_store_is_422_naming_the_field(api, pool, tex
     ("GET", "/v1/cases/case%00x", "case_id"), ("POST", "/v1/cases/case%00x/withdraw", "case_id"),
     ("POST", "/v1/orders/ord%00x/help-requests", "order_id"), ("GET", "/v1/wallet/payouts/po%00x", "payout_id"),
     ("GET", "/v1/cases/case%1Bx", "case_id"), ("GET", "/v1/cases/" + "c" * 201, "case_id"),
+    # An action reads its token and its case in one statement; a hostile id is not looked up.
+    ("POST", "/v1/cases/case%1Bx/refund-activation", "case_id"),
+    ("POST", "/v1/cases/" + "c" * 201 + "/receipt", "case_id"),
 ])
 async def test_control_characters_in_a_path_id_are_422_naming_it(api, pool, method, path, field):
     party = await make_party(pool)
@@ -420,6 +423,16 @@ async def test_invalid_utf8_in_a_path_id_is_not_a_server_error(api, pool):
     party = await make_party(pool)
     r = await api.get("/v1/cases/%ED%A0%80%FF", headers=bearer(party["customer_token"]))
     assert r.status_code in (404, 422), r.text
+    r = await api.post("/v1/cases/%ED%A0%80%FF/withdraw", json={}, headers=bearer(party["customer_token"]))
+    assert r.status_code in (404, 422), r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/cases/case%00x/withdraw", "/v1/cases/" + "c" * 201 + "/withdraw",
+                                  "/v1/cases/case_nosuch/withdraw"])
+async def test_an_action_without_a_valid_token_is_401_whatever_its_case_id(api, pool, path):
+    for headers in ({}, bearer("not-a-token")):
+        r = await api.post(path, json={}, headers=headers)
+        assert r.status_code == 401, r.text
 
 
 @pytest.mark.parametrize("path, payload", [
