@@ -54,27 +54,25 @@ async def authenticate(pool: asyncpg.Pool, token: str | None) -> Actor:
     return found
 
 
-_TOKEN_AND_CASE = """
-    SELECT t.role, t.subject_id, c.case_id IS NOT NULL AS case_found, c.customer_id, c.seller_id, c.stage
-    FROM api_tokens t LEFT JOIN cases c ON c.case_id = $2
-    WHERE t.token_sha256 = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"""
+# What makes a token valid, in one place for both look-ups below (token: $1, api_tokens as t).
+_VALID_TOKEN = "t.token_sha256 = $1 AND (t.expires_at IS NULL OR t.expires_at > now())"
 
 
-async def authenticate_on_case(pool: asyncpg.Pool, token: str | None, case_id: str) -> tuple[Actor, dict | None]:
-    """authenticate, and in the same statement the case an action names: its customer_id, seller_id and
-    stage, None when there is no such case (an action's first checks: one round trip instead of two)."""
-    row = await pool.fetchrow(_TOKEN_AND_CASE, hash_token(_plausible(token)), case_id)
+async def authenticate_on_case(pool: asyncpg.Pool, token: str | None,
+                               case_id: str) -> tuple[Actor, asyncpg.Record | None]:
+    """authenticate, and in the same statement the case an action names: a row with its customer_id,
+    seller_id and stage, None when there is no such case (an action's first checks: one round trip
+    instead of two)."""
+    row = await pool.fetchrow(
+        f"""SELECT t.role, t.subject_id, c.case_id IS NOT NULL AS case_found, c.customer_id, c.seller_id, c.stage
+            FROM api_tokens t LEFT JOIN cases c ON c.case_id = $2 WHERE {_VALID_TOKEN}""",
+        hash_token(_plausible(token)), case_id)
     if row is None:
         raise _unauthorized("invalid or expired token")
-    case = ({"customer_id": row["customer_id"], "seller_id": row["seller_id"], "stage": row["stage"]}
-            if row["case_found"] else None)
-    return Actor(role=row["role"], id=row["subject_id"]), case
+    return Actor(role=row["role"], id=row["subject_id"]), row if row["case_found"] else None
 
 
 async def actor_for_token(pool: asyncpg.Pool, token: str) -> Actor | None:
     """The actor of a valid, unexpired token; None otherwise."""
-    row = await pool.fetchrow(
-        """SELECT role, subject_id FROM api_tokens
-           WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > now())""",
-        hash_token(token))
+    row = await pool.fetchrow(f"SELECT t.role, t.subject_id FROM api_tokens t WHERE {_VALID_TOKEN}", hash_token(token))
     return Actor(role=row["role"], id=row["subject_id"]) if row else None

@@ -53,7 +53,7 @@ class CaseCaller:
     """The caller of an action and the case it names, read together: `case` holds customer_id, seller_id
     and stage, None when there is no such case."""
     actor: Actor
-    case: dict | None
+    case: asyncpg.Record | None
 
 
 async def get_case_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> CaseCaller:
